@@ -1,0 +1,43 @@
+# ecg-monitor: the README's commands. Everything installs into .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH := torch==2.13.0
+
+.PHONY: install demo test bench lint mosquitto clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch lies on this machine's disk; any other torch request downloads CUDA.
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev,train]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/ecg-monitor demo --patients 8 --duration 90
+
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing mosquitto from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	else \
+		echo "mosquitto is missing: install it (sudo apt-get install mosquitto) and run make test again" >&2; exit 1; \
+	fi
+
+test: install mosquitto
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(VENV)/bin/ecg-monitor bench --out reports/bench.md
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

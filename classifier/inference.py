@@ -1,0 +1,203 @@
+"""Model inference with the rules as fallback. Imports torch, never the training code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, EventType
+from classifier.preprocess import fit_length, normalize_segment, segment_starts, to_model_rate
+from classifier.result import Classification
+from classifier.rules import RuleBasedClassifier
+
+log = logging.getLogger(__name__)
+
+MODEL_ENV = "ECG_MONITOR_MODEL"
+#: Hop between model segments when a long window is scanned (model samples): 5 s.
+SCAN_HOP = SEGMENT_LEN // 2
+
+
+def default_model_path() -> Path:
+    """``$ECG_MONITOR_MODEL`` if set, else the weights shipped in the ``models`` package."""
+    env = os.environ.get(MODEL_ENV)
+    if env:
+        return Path(env)
+    from models import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS
+
+
+class MLECGClassifier:
+    """The product's classifier: the trained network, or the rules when no model loads.
+
+    Thread-safe: the daemon calls it from an executor thread.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, threads: int | None = None) -> None:
+        self.rules = RuleBasedClassifier()
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self.card: dict[str, Any] = {}
+        self.version = "rules"
+        self.load_error: str | None = None
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._torch: Any = None
+        try:
+            self._load(threads)
+        except Exception as exc:  # any broken or missing model means fallback, never a crash
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model %s not loaded (%s); using the rule-based classifier", self.model_path, self.load_error)
+
+    @property
+    def source(self) -> str:
+        return "ml" if self._model is not None else "rules"
+
+    def _load(self, threads: int | None) -> None:
+        import torch
+
+        from classifier.model import ECGNet
+
+        if threads:
+            torch.set_num_threads(threads)
+        card_path = self.model_path.with_name("model_card.json")
+        if card_path.exists():
+            self.card = json.loads(card_path.read_text())
+        if self.card.get("classes", list(CLASSES)) != list(CLASSES):
+            raise ValueError(f"model classes {self.card.get('classes')} differ from {list(CLASSES)}")
+        state = torch.load(self.model_path, map_location="cpu", weights_only=True)
+        model = ECGNet()
+        model.load_state_dict(state)
+        model.eval()
+        self._model = model
+        self._torch = torch
+        self.version = str(self.card.get("version", self.model_path.name))
+
+    # -- batched core -------------------------------------------------------------------
+
+    def predict_segments(self, segments: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Class probabilities for normalised segments (n, 2, SEGMENT_LEN), in one forward pass."""
+        if self._model is None:
+            raise RuntimeError("no model loaded")
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            logits = self._model(torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32)))
+            probs: NDArray[np.float64] = torch.softmax(logits, dim=1).double().numpy()
+        return probs
+
+    def classify_batch(
+        self, windows: Sequence[tuple[NDArray[np.floating], NDArray[np.floating] | None, float, int | None]]
+    ) -> list[Classification]:
+        """Classify many (ch1, ch2, fs, hint_index) windows with one forward pass over all segments."""
+        return self._run([self._prepare(ch1, ch2, fs, hint) for ch1, ch2, fs, hint in windows])
+
+    def _run(self, prepared: list[dict[str, Any]]) -> list[Classification]:
+        if self._model is None:
+            return [self._rules_fallback(p) for p in prepared]
+        segs = [s for p in prepared for s in p["segments"]]
+        probs = self.predict_segments(np.stack(segs)) if segs else np.zeros((0, len(CLASSES)))
+        out: list[Classification] = []
+        k = 0
+        for p in prepared:
+            n = len(p["segments"])
+            out.append(self._decide(p, probs[k : k + n]))
+            k += n
+        return out
+
+    def classify(
+        self,
+        ch1: NDArray[np.floating],
+        ch2: NDArray[np.floating] | None = None,
+        fs: float = 250.0,
+        hint_index: int | None = None,
+    ) -> Classification:
+        return self.classify_batch([(ch1, ch2, fs, hint_index)])[0]
+
+    def classify_and_detect(
+        self,
+        ch1: NDArray[np.floating],
+        ch2: NDArray[np.floating] | None = None,
+        hint_index: int | None = None,
+        fs: float = 250.0,
+    ) -> tuple[EventType, float, int | None, str]:
+        """(event_type, confidence, event_index in input samples, explanation)."""
+        return self.classify(ch1, ch2, fs, hint_index).as_tuple()
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _prepare(
+        self, ch1: NDArray[np.floating], ch2: NDArray[np.floating] | None, fs: float, hint: int | None
+    ) -> dict[str, Any]:
+        n_in = np.asarray(ch1).size
+        if n_in < MIN_WINDOW_S * fs - 1:
+            raise ValueError(f"window of {n_in / fs:.1f} s is shorter than the {MIN_WINDOW_S:.0f} s minimum")
+        sig, usable = to_model_rate(ch1, ch2, fs)
+        h = int(hint * MODEL_FS / fs) if hint is not None and 0 <= hint < n_in else None
+        return self._segments(sig, usable, fs, h)
+
+    def _segments(
+        self, sig: NDArray[np.float64], usable: NDArray[np.bool_], fs: float, hint: int | None = None
+    ) -> dict[str, Any]:
+        """Cut a model-rate signal into normalised segments (hop 5 s, last one flush with the end)."""
+        n = sig.shape[1]
+        starts = segment_starts(n, SCAN_HOP)
+        if hint is not None:
+            # Make sure one segment starts just before the flagged spot (2 s of context).
+            starts = sorted({*starts, int(np.clip(hint - 2 * MODEL_FS, 0, max(0, n - SEGMENT_LEN)))})
+        segments = [normalize_segment(fit_length(sig[:, a : a + SEGMENT_LEN]), usable) for a in starts] if usable.any() else []
+        return {"sig": sig, "usable": usable, "fs": fs, "starts": starts, "segments": segments}
+
+    def classify_model_rate_batch(
+        self, items: Sequence[tuple[NDArray[np.float64], NDArray[np.bool_]]]
+    ) -> list[Classification]:
+        """Classify (2, n) signals already at MODEL_FS (the daemon's buffers) in one batch."""
+        return self._run([self._segments(sig, ok, MODEL_FS) for sig, ok in items])
+
+    def _rules_fallback(self, p: dict[str, Any]) -> Classification:
+        c = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"])
+        why = f"rule-based fallback (model not loaded: {self.load_error}); " if self.load_error else ""
+        return Classification(c.event, c.confidence, c.event_index, why + c.explanation, "rules", c.heart_rate_bpm)
+
+    def _decide(self, p: dict[str, Any], probs: NDArray[np.float64]) -> Classification:
+        rules = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"])
+        if not len(probs):
+            return Classification("NORMAL", 0.0, None, "no usable lead: " + rules.explanation, "ml", rules.heart_rate_bpm)
+        calls = probs.argmax(axis=1)
+        starts: list[int] = p["starts"]
+        scale = p["fs"] / MODEL_FS
+        found: list[tuple[int, str, float, int, int]] = []
+        for ci, name in enumerate(CLASSES):
+            if name == "NORMAL":
+                continue
+            hits = np.flatnonzero(calls == ci)
+            # AF must persist: a third of the scanned segments (at least one).
+            need = max(1, math.ceil(len(starts) / 3)) if name == "AF" else 1
+            if hits.size >= need:
+                found.append((EVENT_PRIORITY[name], name, float(probs[hits, ci].max()), int(hits[0]), int(hits.size)))
+        if not found:
+            conf = float(probs[:, 0].min())
+            return Classification(
+                "NORMAL", conf, None, f"model: NORMAL in all {len(starts)} segments (min p {conf:.2f}); {rules.explanation}",
+                "ml", rules.heart_rate_bpm,
+            )
+        _, name, conf, first, count = max(found)
+        event: EventType = name  # type: ignore[assignment]
+        index = starts[first]
+        if rules.event == event and rules.event_index is not None:
+            # The rules localise beats precisely; keep their index when it falls in the segment.
+            r_idx = int(rules.event_index / scale)
+            if index <= r_idx < index + SEGMENT_LEN:
+                index = r_idx
+        explanation = (
+            f"model: {event} p={conf:.2f} in {count}/{len(starts)} segments, first at {starts[first] / MODEL_FS:.1f} s; "
+            f"rules: {rules.event} ({rules.explanation})"
+        )
+        return Classification(event, conf, round(index * scale), explanation, "ml", rules.heart_rate_bpm)

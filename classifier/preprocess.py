@@ -1,0 +1,124 @@
+"""Bring raw two-lead ECG of any rate into the model's input form.
+
+Shared by training and inference so that the model sees the same thing in both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifier.constants import MODEL_FS, SEGMENT_LEN
+from classifier.dsp import bandpass, fill_nan, resample, robust_scale
+from classifier.qrs import detect_qrs
+
+#: Model input channels: two leads plus the R-R rhythm channel.
+INPUT_CHANNELS = 3
+
+#: A lead whose 1-99 percentile range is below this (mV) is treated as flat / lead off.
+FLAT_MV = 0.05
+
+
+def to_model_rate(
+    ch1: NDArray[np.floating], ch2: NDArray[np.floating] | None, fs: float
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Return a (2, n) signal at ``MODEL_FS`` with NaN gaps filled, and which leads carry signal.
+
+    A missing ``ch2`` becomes a zero lead marked unusable.
+    """
+    if fs <= 0 or not np.isfinite(fs):
+        raise ValueError(f"sampling rate must be a positive number of Hz, got {fs!r}")
+    a = np.asarray(ch1, dtype=np.float64).ravel()
+    leads = [a]
+    if ch2 is not None:
+        b = np.asarray(ch2, dtype=np.float64).ravel()
+        if b.size != a.size:
+            raise ValueError(f"leads differ in length: {a.size} vs {b.size} samples")
+        leads.append(b)
+    usable = []
+    filled = []
+    for lead in leads:
+        x, bad = fill_nan(lead)
+        filled.append(x)
+        usable.append(bool(bad.mean() < 0.5) if bad.size else False)
+    sig = resample(np.vstack(filled), fs, MODEL_FS)
+    if ch2 is None:
+        sig = np.vstack([sig, np.zeros_like(sig)])
+        usable.append(False)
+    ok = np.array(usable, dtype=bool)
+    for i in range(2):
+        if ok[i] and lead_is_flat(sig[i]):
+            ok[i] = False
+    return sig, ok
+
+
+def lead_is_flat(x: NDArray[np.floating]) -> bool:
+    """True when the lead carries no ECG (lead off, disconnected, saturated flat)."""
+    if x.size == 0:
+        return True
+    lo, hi = np.percentile(x, [1.0, 99.0])
+    return bool(hi - lo < FLAT_MV)
+
+
+def rhythm_channel(beats: NDArray[np.integer], n: int, fs: float = MODEL_FS) -> NDArray[np.float32]:
+    """Each sample holds (R-R interval it lies in / median R-R) - 1, clipped to [-1, 3].
+
+    After the last beat the open interval so far is used, so a running pause shows as a
+    rising value. Gives the network the rhythm that AF and pauses are defined by.
+    """
+    out = np.zeros(n, dtype=np.float32)
+    beats = np.asarray(beats, dtype=np.int64)
+    if beats.size < 2:
+        if beats.size == 1:
+            out[beats[0] :] = np.clip((n - beats[0]) / fs - 1.0, -1.0, 3.0)
+        return out
+    rr = np.diff(beats).astype(np.float64)
+    med = float(np.median(rr))
+    rel = np.clip(rr / med - 1.0, -1.0, 3.0)
+    out[beats[0] : beats[-1]] = np.repeat(rel, rr.astype(np.int64))
+    out[: beats[0]] = np.clip(beats[0] / med - 1.0, -1.0, 3.0)
+    out[beats[-1] :] = np.clip((n - beats[-1]) / med - 1.0, -1.0, 3.0)
+    return out
+
+
+def normalize_segment(seg: NDArray[np.floating], usable: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+    """Model input (3, n) from a (2, n) model-rate segment in mV.
+
+    Each lead is band-passed 0.5-40 Hz and robust-scaled; an unusable lead becomes zeros,
+    as lead-drop augmentation does in training. Channel 3 is the rhythm channel from QRS
+    detection on the first usable lead.
+    """
+    seg = np.asarray(seg, dtype=np.float64)
+    n = seg.shape[1]
+    out = np.zeros((INPUT_CHANNELS, n), dtype=np.float32)
+    beat_lead: int | None = None
+    for i in range(2):
+        if usable is not None and not usable[i]:
+            continue
+        if lead_is_flat(seg[i]):
+            continue
+        out[i] = robust_scale(bandpass(seg[i], MODEL_FS, 0.5, 40.0, order=2)).astype(np.float32)
+        if beat_lead is None:
+            beat_lead = i
+    if beat_lead is not None:
+        out[2] = rhythm_channel(detect_qrs(seg[beat_lead], MODEL_FS), n)
+    return out
+
+
+def segment_starts(n: int, hop: int) -> list[int]:
+    """Start indices of model segments covering ``n`` samples, the last one flush with the end."""
+    if n <= SEGMENT_LEN:
+        return [0]
+    starts = list(range(0, n - SEGMENT_LEN + 1, hop))
+    if starts[-1] != n - SEGMENT_LEN:
+        starts.append(n - SEGMENT_LEN)
+    return starts
+
+
+def fit_length(seg: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Left-pad a (2, n) segment shorter than ``SEGMENT_LEN`` with its edge value; crop longer ones."""
+    seg = np.asarray(seg, dtype=np.float64)
+    n = seg.shape[-1]
+    if n >= SEGMENT_LEN:
+        return seg[..., n - SEGMENT_LEN :]
+    return np.pad(seg, ((0, 0), (SEGMENT_LEN - n, 0)), mode="edge")

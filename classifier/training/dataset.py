@@ -1,0 +1,140 @@
+"""Labelled real windows from the shared records, and balanced epochs with augmentation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifier.constants import CLASSES, MODEL_FS, SEGMENT_LEN
+from classifier.preprocess import INPUT_CHANNELS, normalize_segment
+from classifier.training.augment import augment, splice_pause
+from classifier.training.labels import label_window
+from classifier.training.records import Record
+
+CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+
+
+@dataclass(slots=True)
+class WindowIndex:
+    """Real windows: record index, start (model samples), class index, event offset."""
+
+    rec: NDArray[np.int64]
+    start: NDArray[np.int64]
+    label: NDArray[np.int64]
+    event_index: NDArray[np.int64]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return int(self.rec.size)
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.label == i).sum()) for i, c in enumerate(CLASSES)}
+
+
+def index_windows(records: list[Record], normal_hop_s: float = 10.0, event_hop_s: float = 10.0) -> WindowIndex:
+    """Windows of SEGMENT_LEN; events may be sampled more densely than normal rhythm.
+
+    Ambiguous windows (an event only grazing the window, mostly noise) are left out and
+    counted in ``skipped`` by reason.
+    """
+    recs, starts, labels, events = [], [], [], []
+    skipped: Counter[str] = Counter()
+    fine = int(min(normal_hop_s, event_hop_s) * MODEL_FS)
+    normal_hop = int(normal_hop_s * MODEL_FS)
+    for r_i, rec in enumerate(records):
+        n = rec.signal.shape[1]
+        for a in range(0, n - SEGMENT_LEN + 1, fine):
+            w = label_window(rec.episodes, a, a + SEGMENT_LEN, MODEL_FS)
+            if w.label is None:
+                if a % normal_hop == 0:
+                    skipped[w.reason] += 1
+                continue
+            if w.label == "NORMAL" and a % normal_hop != 0:
+                continue
+            if not np.isfinite(rec.signal[:, a : a + SEGMENT_LEN][0]).all():
+                skipped["nan lead 1"] += 1
+                continue
+            recs.append(r_i)
+            starts.append(a)
+            labels.append(CLASS_INDEX[w.label])
+            events.append(-1 if w.event_index is None else w.event_index)
+    as_i = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return WindowIndex(as_i(recs), as_i(starts), as_i(labels), as_i(events), skipped)
+
+
+def real_batch(records: list[Record], idx: WindowIndex, sel: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Normalised, unaugmented model inputs for the selected windows."""
+    out = np.empty((sel.size, INPUT_CHANNELS, SEGMENT_LEN), dtype=np.float32)
+    for k, i in enumerate(sel.tolist()):
+        rec = records[int(idx.rec[i])]
+        a = int(idx.start[i])
+        seg = np.nan_to_num(rec.signal[:, a : a + SEGMENT_LEN].astype(np.float64))
+        out[k] = normalize_segment(seg)
+    return out
+
+
+class BalancedEpochs:
+    """Draws each epoch's windows with a fixed class mix; PAUSE is topped up by spliced pauses."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        idx: WindowIndex,
+        size: int,
+        mix: dict[str, float],
+        seed: int,
+    ) -> None:
+        self.records = records
+        self.idx = idx
+        self.size = size
+        self.mix = mix
+        self.rng = np.random.default_rng(seed)
+        self.with_beats = [i for i, r in enumerate(records) if r.beats.size > 100]
+        self.by_class = {c: np.flatnonzero(idx.label == CLASS_INDEX[c]) for c in CLASSES}
+
+    def epoch(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        rng = self.rng
+        xs: list[NDArray[np.float32]] = []
+        ys: list[int] = []
+        for cls, frac in self.mix.items():
+            n = int(round(self.size * frac))
+            pool = self.by_class[cls]
+            n_real = n if cls != "PAUSE" else min(n // 4, pool.size * 4)
+            if pool.size and n_real:
+                for i in rng.choice(pool, size=n_real, replace=pool.size < n_real).tolist():
+                    xs.append(self._real(int(i)))
+                    ys.append(CLASS_INDEX[cls])
+            if cls == "PAUSE":
+                for _ in range(n - n_real):
+                    seg = self._spliced(rng.uniform(3.1, 7.0))
+                    if seg is not None:
+                        xs.append(seg)
+                        ys.append(CLASS_INDEX["PAUSE"])
+                # Near-miss gaps teach the threshold: 1.8-2.7 s R-R is not a pause.
+                for _ in range(n // 4):
+                    seg = self._spliced(rng.uniform(1.8, 2.7))
+                    if seg is not None:
+                        xs.append(seg)
+                        ys.append(CLASS_INDEX["NORMAL"])
+        order = rng.permutation(len(ys))
+        return np.stack(xs)[order], np.asarray(ys, dtype=np.int64)[order]
+
+    def _real(self, i: int) -> NDArray[np.float32]:
+        rec = self.records[int(self.idx.rec[i])]
+        n = rec.signal.shape[1]
+        a = int(self.idx.start[i])
+        label = CLASSES[int(self.idx.label[i])]
+        if label in ("NORMAL", "AF"):
+            a = int(np.clip(a + self.rng.integers(-int(MODEL_FS), int(MODEL_FS) + 1), 0, n - SEGMENT_LEN))
+        seg = np.nan_to_num(rec.signal[:, a : a + SEGMENT_LEN].astype(np.float64))
+        return normalize_segment(augment(seg, self.rng))
+
+    def _spliced(self, gap_s: float) -> NDArray[np.float32] | None:
+        r = self.records[int(self.rng.choice(self.with_beats))]
+        made = splice_pause(r.signal, r.beats, self.rng, gap_s)
+        if made is None:
+            return None
+        return normalize_segment(augment(made[0], self.rng))

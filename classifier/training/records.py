@@ -1,0 +1,125 @@
+"""Read WFDB records from the shared data folder and define the record-disjoint splits."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifier.constants import MODEL_FS, PAUSE_THRESHOLD_S
+from classifier.dsp import resample
+from classifier.training.labels import BEAT_SYMBOLS, Episode, extract_episodes
+
+log = logging.getLogger(__name__)
+
+DATA_ENV = "ECG_DATA_DIR"
+DATABASES = ("mitdb", "vfdb", "svdb")
+
+#: Record-disjoint splits, fixed so that every figure can be reproduced. Each held-out
+#: set holds AF, VTACH and PAUSE episodes from more than one database.
+TEST_RECORDS = frozenset(
+    {
+        "mitdb/105", "mitdb/119", "mitdb/202", "mitdb/208", "mitdb/213",
+        "mitdb/219", "mitdb/223", "mitdb/228",
+        "vfdb/422", "vfdb/427", "vfdb/614",
+    }
+)  # fmt: skip
+VAL_RECORDS = frozenset(
+    {
+        "mitdb/106", "mitdb/116", "mitdb/217", "mitdb/233",
+        "vfdb/424", "vfdb/609", "vfdb/612",
+    }
+)  # fmt: skip
+
+
+def data_dir() -> Path:
+    """The PhysioNet data folder: ``$ECG_DATA_DIR`` or ``../shared/data`` beside the project."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def list_records(root: Path | None = None) -> list[str]:
+    """All records as 'db/name', sorted, for the databases present under ``root``."""
+    root = root or data_dir()
+    out: list[str] = []
+    for db in DATABASES:
+        folder = root / db
+        if folder.is_dir():
+            out.extend(f"{db}/{p.stem}" for p in sorted(folder.glob("*.hea")))
+    return out
+
+
+def split_of(record: str) -> str:
+    """'train', 'val' or 'test' for a record id; svdb records are split by their number."""
+    if record in TEST_RECORDS:
+        return "test"
+    if record in VAL_RECORDS:
+        return "val"
+    db, name = record.split("/")
+    if db == "svdb" and name.isdigit():
+        k = int(name) % 5
+        return "test" if k == 0 else "val" if k == 1 else "train"
+    return "train"
+
+
+@dataclass(slots=True)
+class Record:
+    """One record at the model rate: ``signal`` is (2, n) float32 mV, positions in model samples."""
+
+    name: str
+    fs: float
+    signal: NDArray[np.float32]
+    episodes: list[Episode]
+    beats: NDArray[np.int64]
+
+
+def _annotations(path: str, fs_in: float, n_samples: int, pause_threshold_s: float) -> tuple[list[Episode], NDArray[np.int64]]:
+    """Episodes and beat positions of a record, mapped onto the model rate."""
+    import wfdb
+
+    ann = wfdb.rdann(path, "atr")
+    episodes = extract_episodes(ann.sample, ann.symbol, ann.aux_note, fs_in, n_samples, pause_threshold_s)
+    scale = MODEL_FS / fs_in
+    eps = [Episode(e.event, round(e.start * scale), round(e.end * scale)) for e in episodes]
+    beat_samples = [s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS]
+    beats = np.round(np.asarray(beat_samples, dtype=np.float64) * scale).astype(np.int64)
+    return eps, beats
+
+
+def cache_dir() -> Path:
+    """Where resampled signals are cached: ``$ECG_CACHE_DIR`` or ~/.cache/ecg-monitor, never the repo."""
+    return Path(os.environ.get("ECG_CACHE_DIR", Path.home() / ".cache" / "ecg-monitor"))
+
+
+def load_record(
+    record: str, root: Path | None = None, pause_threshold_s: float = PAUSE_THRESHOLD_S, cache: bool = True
+) -> Record:
+    """Load a record at the model rate with its annotations mapped onto it.
+
+    The resampled signal is cached (it is the slow part); annotations are re-read each time.
+    """
+    import wfdb
+
+    path = str((root or data_dir()) / record)
+    hdr = wfdb.rdheader(path)
+    fs_in = float(hdr.fs)
+    cached = cache_dir() / (record.replace("/", "_") + f"_{int(MODEL_FS)}.npy")
+    if cache and cached.exists():
+        sig_m = np.load(cached)
+    else:
+        rec = wfdb.rdrecord(path)
+        sig = np.asarray(rec.p_signal, dtype=np.float64).T
+        if sig.shape[0] == 1:
+            sig = np.vstack([sig, np.full_like(sig, np.nan)])
+        sig_m = resample(sig[:2], fs_in, MODEL_FS).astype(np.float32)
+        if cache:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cached, sig_m)
+    eps, beats = _annotations(path, fs_in, int(hdr.sig_len), pause_threshold_s)
+    return Record(record, MODEL_FS, sig_m, eps, beats)

@@ -1,0 +1,185 @@
+"""Train the ECG network on record-disjoint splits of the shared databases.
+
+Reproducible from a seed: data order, augmentation and initialisation all derive from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from classifier.constants import CLASSES, MODEL_FS, SEGMENT_S
+from classifier.model import ECGNet, count_parameters
+from classifier.training.dataset import BalancedEpochs, WindowIndex, index_windows, real_batch
+from classifier.training.focal import FocalLoss
+from classifier.training.metrics import confusion, per_class
+from classifier.training.records import Record, list_records, load_record, split_of
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "ecgnet.pt"
+CARD_NAME = "model_card.json"
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    """Everything that decides a training run; stored in the model card."""
+
+    seed: int = 0
+    max_epochs: int = 30
+    epoch_size: int = 6000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    patience: int = 6
+    threads: int = 2
+    device: str = "cpu"
+    out_dir: str = "models"
+    data_dir: str | None = None
+    limit_records: int | None = None
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13}
+    )
+
+
+def _git_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _load_split(names: list[str], root: Path | None) -> list[Record]:
+    return [load_record(n, root) for n in names]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
+    """Class probabilities for model inputs ``x`` (n, 2, SEGMENT_LEN)."""
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(x[i : i + batch]).to(device)
+        outs.append(torch.softmax(model(xb), dim=1).cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, len(CLASSES)))
+
+
+def train(cfg: TrainConfig) -> dict[str, object]:
+    """Run training; write weights and model card into ``cfg.out_dir``; return the card."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    root = Path(cfg.data_dir) if cfg.data_dir else None
+    names = list_records(root)
+    if not names:
+        raise FileNotFoundError("no WFDB records found; set ECG_DATA_DIR or pass --data")
+    train_names = [n for n in names if split_of(n) == "train"]
+    val_names = [n for n in names if split_of(n) == "val"]
+    if cfg.limit_records:
+        train_names = train_names[: cfg.limit_records]
+        val_names = val_names[: max(1, cfg.limit_records // 2)]
+    t0 = time.perf_counter()
+    train_recs = _load_split(train_names, root)
+    val_recs = _load_split(val_names, root)
+    train_idx = index_windows(train_recs, normal_hop_s=10.0, event_hop_s=2.0)
+    val_idx: WindowIndex = index_windows(val_recs)
+    log.info("train windows %s, val windows %s (%.1fs)", train_idx.counts(), val_idx.counts(), time.perf_counter() - t0)
+    x_val = real_batch(val_recs, val_idx, np.arange(len(val_idx)))
+    y_val = val_idx.label
+
+    model = ECGNet().to(cfg.device)
+    alpha = torch.tensor([1.0, 1.0, 1.5, 1.5])
+    loss_fn = FocalLoss(gamma=2.0, alpha=alpha).to(cfg.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
+    epochs = BalancedEpochs(train_recs, train_idx, cfg.epoch_size, cfg.mix, cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    best_score, best_state, best_epoch, stale = -1.0, None, 0, 0
+    history = []
+    for epoch in range(1, cfg.max_epochs + 1):
+        te = time.perf_counter()
+        xs, ys = epochs.epoch()
+        model.train()
+        perm = torch.randperm(len(ys), generator=gen)
+        total = 0.0
+        for i in range(0, len(ys), cfg.batch_size):
+            sel = perm[i : i + cfg.batch_size]
+            xb = torch.from_numpy(xs[sel.numpy()]).to(cfg.device)
+            yb = torch.from_numpy(ys[sel.numpy()]).to(cfg.device)
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(sel)
+        sched.step()
+        probs = predict(model, x_val, cfg.device)
+        pred = probs.argmax(axis=1)
+        stats = per_class(confusion(y_val, pred))
+        # Mean F1 over the classes present, NORMAL included: false alarms count as much as misses.
+        present = [c for c in CLASSES if stats[c]["n"] > 0]
+        score = float(np.mean([stats[c]["f1"] for c in present])) if present else 0.0
+        history.append({"epoch": epoch, "loss": total / max(1, len(ys)), "val_macro_f1": score})
+        log.info(
+            "epoch %d loss %.4f val macro-F1 %.3f %s (%.0fs)", epoch, total / max(1, len(ys)), score,
+            {c: (round(stats[c]["sens"], 3), round(stats[c]["ppv"], 3)) for c in CLASSES},
+            time.perf_counter() - te,
+        )
+        if score > best_score:
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    probs = predict(model, x_val, cfg.device)
+    val_stats = per_class(confusion(y_val, probs.argmax(axis=1)))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(best_state, out / WEIGHTS_NAME)
+    card: dict[str, object] = {
+        "name": "ecgnet",
+        "version": f"ecgnet-{time.strftime('%Y%m%d')}-s{cfg.seed}",
+        "architecture": "1D ResNet (5 stages) + multi-head self-attention (4 heads), attention-pooled",
+        "parameters": count_parameters(model),
+        "classes": list(CLASSES),
+        "input": {
+            "fs_hz": MODEL_FS,
+            "segment_s": SEGMENT_S,
+            "leads": 2,
+            "normalization": "per lead: NaN interpolated, band-pass 0.5-40 Hz, median-centred, "
+            "divided by the 1-99 percentile range, clipped to +-8; a flat or missing lead is zeros",
+        },
+        "training": {
+            "config": asdict(cfg),
+            "command": "ecg-monitor train --seed %d" % cfg.seed,
+            "code_version": _git_version(),
+            "records_train": train_names,
+            "records_val": val_names,
+            "windows_train": train_idx.counts(),
+            "windows_val": val_idx.counts(),
+            "best_epoch": best_epoch,
+            "history": history,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "torch": torch.__version__,
+        },
+        "metrics_val": {c: val_stats[c] for c in CLASSES},
+    }
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    log.info("wrote %s and %s", out / WEIGHTS_NAME, out / CARD_NAME)
+    return card

@@ -1,0 +1,58 @@
+"""Window analysis run in the executor: lead quality, then one batched classifier call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifier.constants import MODEL_FS
+from classifier.inference import MLECGClassifier
+from classifier.result import Classification
+from classifier.rules import RuleBasedClassifier
+from monitor.quality import LeadQuality, lead_quality, usable
+
+
+@dataclass(frozen=True, slots=True)
+class WindowJob:
+    stream_id: str
+    signal: NDArray[np.float32]  # (2, n) at MODEL_FS, gap-free
+    t_start: float  # stream time of the first sample
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    job: WindowJob
+    quality: tuple[LeadQuality, LeadQuality]
+    result: Classification | None  # None when no lead is usable
+
+    @property
+    def t_end(self) -> float:
+        return self.job.t_start + self.job.signal.shape[1] / MODEL_FS
+
+    def onset_time(self) -> float:
+        if self.result is None or self.result.event_index is None:
+            return self.t_end
+        return self.job.t_start + self.result.event_index / MODEL_FS
+
+
+def analyse(jobs: list[WindowJob], classifier: MLECGClassifier | RuleBasedClassifier) -> list[WindowResult]:
+    """Judge lead quality per window, then classify all windows with usable leads in one batch."""
+    qualities: list[tuple[LeadQuality, LeadQuality]] = []
+    todo: list[tuple[int, NDArray[np.float64], NDArray[np.bool_]]] = []
+    for i, job in enumerate(jobs):
+        q = (lead_quality(job.signal[0], MODEL_FS), lead_quality(job.signal[1], MODEL_FS))
+        qualities.append(q)
+        ok = np.array([usable(q[0]), usable(q[1])])
+        if ok.any():
+            todo.append((i, job.signal.astype(np.float64), ok))
+    results: list[Classification | None] = [None] * len(jobs)
+    if todo:
+        if isinstance(classifier, MLECGClassifier):
+            out = classifier.classify_model_rate_batch([(sig, ok) for _, sig, ok in todo])
+        else:
+            out = [classifier.classify_model_rate(np.nan_to_num(sig), ok, MODEL_FS) for _, sig, ok in todo]
+        for (i, _, _), res in zip(todo, out, strict=True):
+            results[i] = res
+    return [WindowResult(j, q, r) for j, q, r in zip(jobs, qualities, results, strict=True)]

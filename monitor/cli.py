@@ -1,0 +1,365 @@
+"""The ``ecg-monitor`` command. Each subcommand parses flags into typed options and calls a
+plain function; bad arguments give a message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger("ecg_monitor")
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing; reported like argparse's own errors."""
+
+
+def _positive(kind: type = float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return v
+
+    return parse
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return v
+
+
+def _url(text: str) -> str:
+    from monitor.urls import parse_url
+
+    try:
+        parse_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- subcommands ------------------------------------------------------------------------
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from monitor.config import MonitorConfig
+    from monitor.daemon import run
+
+    cfg = MonitorConfig.load(
+        a.config,
+        ingest=tuple(a.ingest) if a.ingest else None,
+        alarms=tuple(a.alarms) if a.alarms else None,
+        journal=a.journal,
+        metrics_port=a.metrics_port,
+        hop_s=a.hop,
+        window_s=a.window,
+        pause_threshold_s=a.pause_threshold,
+        model_path=a.model,
+        rules_only=True if a.rules_only else None,
+        shard=a.shard,
+        console=False if a.no_console else None,
+        log_level=a.log_level,
+    )
+    _setup_logging(cfg.log_level)
+    return run(cfg, duration_s=a.duration)
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    from simulators.simulate import SimulateOptions, simulate
+
+    _setup_logging(a.log_level)
+    try:
+        opts = SimulateOptions(
+            to=a.to, patients=a.patients, scenario=a.scenario, duration=a.duration, speed=a.speed,
+            seed=a.seed, fs=a.fs, frame_s=a.frame, truth=a.truth, t0=a.t0, prefix=a.prefix,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sent = asyncio.run(simulate(opts))
+    log.info("sent %d frames", sent)
+    return 0
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    from simulators.replay import ReplayOptions, replay
+
+    _setup_logging(a.log_level)
+    if a.stream_id and len(a.stream_id) != len(a.records):
+        raise UsageError("give one --stream-id per record")
+    opts = ReplayOptions(
+        records=tuple(a.records), to=a.to, speed=a.speed, start=a.start, duration=a.duration, loop=a.loop,
+        t0=a.t0, frame_s=a.frame, truth=a.truth, stream_ids=tuple(a.stream_id) if a.stream_id else None,
+    )
+    try:
+        sent = asyncio.run(replay(opts))
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    log.info("sent %d frames", sent)
+    return 0
+
+
+def cmd_subscribe(a: argparse.Namespace) -> int:
+    from simulators.subscribe import SubscribeOptions, subscribe
+
+    _setup_logging(a.log_level)
+    opts = SubscribeOptions(
+        source=a.source, json=a.json, streams=tuple(a.stream or ()), events=tuple(a.event or ()),
+        priorities=tuple(a.priority or ()), count=a.count, duration=a.duration,
+    )
+    try:
+        asyncio.run(subscribe(opts))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from simulators.score import format_table, read_jsonl, score
+    from simulators.subscribe import load_alarms
+
+    try:
+        truth = read_jsonl(a.truth)
+        alarms = load_alarms(a.alarms)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UsageError(str(exc)) from None
+    result = score(truth, alarms, pause_threshold_s=a.pause_threshold)
+    print(json.dumps(result, indent=2) if a.json else format_table(result))
+    return 0
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from classifier import MLECGClassifier, RuleBasedClassifier
+
+    _setup_logging(a.log_level)
+    try:
+        import wfdb
+    except ImportError:
+        raise UsageError("classify needs wfdb: pip install 'ecg-monitor[train]'") from None
+    path = a.record[:-4] if a.record.endswith(".hea") else a.record
+    try:
+        hdr = wfdb.rdheader(path)
+    except (FileNotFoundError, OSError):
+        raise UsageError(f"no WFDB record at {path}") from None
+    fs = float(hdr.fs)
+    start = int(a.start * fs)
+    stop = min(int(hdr.sig_len), start + int(a.duration * fs))
+    if stop - start < 10 * fs:
+        raise UsageError(f"--start {a.start} leaves less than 10 s of {path}")
+    rec = wfdb.rdrecord(path, sampfrom=start, sampto=stop)
+    sig = np.asarray(rec.p_signal, dtype=np.float64)
+    ch2 = sig[:, 1] if sig.shape[1] > 1 else None
+    clf = RuleBasedClassifier() if a.rules else MLECGClassifier(a.model)
+    c = clf.classify(sig[:, 0], ch2, fs)
+    out = {
+        "record": path, "start_s": a.start, "duration_s": (stop - start) / fs, "fs": fs,
+        "event": c.event, "confidence": round(c.confidence, 4), "event_index": c.event_index,
+        "event_time_s": None if c.event_index is None else round(a.start + c.event_index / fs, 3),
+        "explanation": c.explanation, "source": c.source,
+    }
+    if a.json:
+        print(json.dumps(out))
+    else:
+        when = "" if out["event_time_s"] is None else f" at {out['event_time_s']:.1f} s"
+        print(f"{path} [{a.start:.0f}-{a.start + out['duration_s']:.0f} s]: {c.event} ({c.confidence:.2f}, {c.source}){when}")
+        print(f"  {c.explanation}")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from classifier.training.train import TrainConfig, train
+
+    _setup_logging(a.log_level)
+    cfg = TrainConfig(
+        seed=a.seed, max_epochs=a.epochs, epoch_size=a.epoch_size, patience=a.patience, device=a.device,
+        out_dir=a.out, data_dir=a.data, limit_records=a.limit_records, threads=a.threads,
+    )
+    try:
+        train(cfg)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from classifier.training.evaluate import evaluate
+
+    _setup_logging(a.log_level)
+    try:
+        evaluate(model_path=a.model, out_dir=a.out, data_dir=a.data, update_card=a.update_card, split=a.split)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from monitor.bench import run_bench
+
+    _setup_logging(a.log_level)
+    run_bench(out=a.out, quick=a.quick)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from monitor.demo import demo
+
+    _setup_logging(a.log_level)
+    return demo(patients=a.patients, duration=a.duration, seed=a.seed, console=not a.no_console)
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ecg-monitor", description="Real-time arrhythmia monitor for two-lead ECG.")
+    p.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the monitor daemon")
+    r.add_argument("--config", help="TOML config file ([monitor] table)")
+    r.add_argument("--ingest", action="append", type=_url, help="ingest URL, repeatable (default tcp://127.0.0.1:5555)")
+    r.add_argument("--alarms", action="append", type=_url, help="alarm URL, repeatable (default tcp://127.0.0.1:5556)")
+    r.add_argument("--journal", help="append every alarm to this JSON-lines file")
+    r.add_argument("--metrics-port", type=int, help="Prometheus port (default 9108, 0 = off)")
+    r.add_argument("--hop", type=_positive(), help="seconds between evaluations of a stream (default 2)")
+    r.add_argument("--window", type=_positive(), help="seconds of signal per evaluation, 10-90 (default 10)")
+    r.add_argument("--pause-threshold", type=_positive(), help="R-R gap that is a pause, s (default 3)")
+    r.add_argument("--model", help="model weights (default: shipped model, or $ECG_MONITOR_MODEL)")
+    r.add_argument("--rules-only", action="store_true", help="use the rule-based classifier only")
+    r.add_argument("--shard", help="K/N: keep only streams whose id hashes to K of N")
+    r.add_argument("--no-console", action="store_true", help="no live console")
+    r.add_argument("--duration", type=_positive(), help="stop after this many seconds")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("simulate", help="stream synthetic patients")
+    s.add_argument("--to", type=_url, default="tcp://127.0.0.1:5555")
+    s.add_argument("--patients", type=_positive(int), default=8)
+    s.add_argument("--scenario", choices=["normal", "af", "vt", "pause", "mixed"], default="mixed")
+    s.add_argument("--duration", type=_positive(), default=120.0, help="seconds of signal per patient")
+    s.add_argument("--speed", type=_nonneg, default=1.0, help="1 = real time, 0 = as fast as possible")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fs", type=_positive(), default=250.0)
+    s.add_argument("--frame", type=_positive(), default=0.2, help="frame length, 0.1-0.25 s")
+    s.add_argument("--truth", help="write ground-truth episodes (JSON lines) here")
+    s.add_argument("--t0", type=_nonneg, help="stream time of the first sample (default now)")
+    s.add_argument("--prefix", default="sim", help="stream id prefix")
+    s.set_defaults(func=cmd_simulate)
+
+    rp = sub.add_parser("replay", help="replay WFDB records as live streams")
+    rp.add_argument("records", nargs="+", help="record paths, e.g. ../shared/data/mitdb/208")
+    rp.add_argument("--to", type=_url, default="tcp://127.0.0.1:5555")
+    rp.add_argument("--speed", type=_nonneg, default=1.0)
+    rp.add_argument("--start", type=_nonneg, default=0.0, help="seconds into the record")
+    rp.add_argument("--duration", type=_positive(), help="seconds to replay")
+    rp.add_argument("--loop", action="store_true")
+    rp.add_argument("--t0", type=_nonneg, help="stream time of the first sample (default now; 0 = record time)")
+    rp.add_argument("--frame", type=_positive(), default=0.2)
+    rp.add_argument("--truth", help="write the annotated AF/VTACH/PAUSE episodes here")
+    rp.add_argument("--stream-id", action="append", help="stream id per record (default: record name)")
+    rp.set_defaults(func=cmd_replay)
+
+    sb = sub.add_parser("subscribe", help="show alarms as they arrive")
+    sb.add_argument("--from", dest="source", type=_url, default="tcp://127.0.0.1:5556")
+    sb.add_argument("--json", action="store_true", help="one JSON object per line")
+    sb.add_argument("--stream", action="append")
+    sb.add_argument("--event", action="append", choices=["AF", "VTACH", "PAUSE", "NO_SIGNAL", "LEADS_OFF"])
+    sb.add_argument("--priority", action="append", choices=["high", "medium", "low"])
+    sb.add_argument("--count", type=_positive(int), help="exit after this many alarms")
+    sb.add_argument("--duration", type=_positive(), help="exit after this many seconds")
+    sb.set_defaults(func=cmd_subscribe)
+
+    sc = sub.add_parser("score", help="score alarms against ground truth")
+    sc.add_argument("--truth", required=True)
+    sc.add_argument("--alarms", required=True, help="alarms as JSON lines (subscribe --json, or a journal)")
+    sc.add_argument("--pause-threshold", type=_positive(), default=3.0)
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("classify", help="classify a 90 s stretch of a WFDB record")
+    c.add_argument("record")
+    c.add_argument("--start", type=_nonneg, default=0.0)
+    c.add_argument("--duration", type=_positive(), default=90.0)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--rules", action="store_true", help="rule-based classifier only")
+    c.add_argument("--model")
+    c.set_defaults(func=cmd_classify)
+
+    t = sub.add_parser("train", help="train the network on the shared databases")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=_positive(int), default=30)
+    t.add_argument("--epoch-size", type=_positive(int), default=6000)
+    t.add_argument("--patience", type=_positive(int), default=6)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=_positive(int), default=2)
+    t.add_argument("--out", default="models")
+    t.add_argument("--data", help="PhysioNet folder (default $ECG_DATA_DIR or ../shared/data)")
+    t.add_argument("--limit-records", type=_positive(int), help="train on this many records (smoke runs)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate model and rules on held-out records")
+    e.add_argument("--model")
+    e.add_argument("--out", default="reports")
+    e.add_argument("--data")
+    e.add_argument("--split", default="test", choices=["test", "val"])
+    e.add_argument("--update-card", action="store_true", help="write the test figures into the model card")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="run the benchmarks, write reports/bench.md")
+    b.add_argument("--out", default="reports/bench.md")
+    b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="daemon + synthetic ward on ZeroMQ, with console and summary")
+    d.add_argument("--patients", type=_positive(int), default=8)
+    d.add_argument("--duration", type=_positive(), default=90.0)
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--no-console", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "run" and args.log_level is None:
+        args.log_level = "INFO"
+    from monitor.config import ConfigError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError) as exc:
+        parser.exit(EXIT_USAGE, f"ecg-monitor {args.command}: error: {exc}\n")
+    except OSError as exc:
+        parser.exit(1, f"ecg-monitor {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The transport protocols. A source yields raw frames; a sink sends alarms."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from monitor.alarms import Alarm
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """Bytes off the wire; ``stream_hint`` is the stream id a transport names (an MQTT topic)."""
+
+    payload: bytes
+    stream_hint: str | None = None
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    name: str
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def frames(self) -> AsyncIterator[RawFrame]: ...
+
+
+@runtime_checkable
+class AlarmSink(Protocol):
+    name: str
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def send(self, alarm: Alarm) -> None: ...

@@ -1,0 +1,142 @@
+"""``ecg-monitor subscribe``: show alarms as they arrive, over ZeroMQ or MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+import zmq
+import zmq.asyncio
+from rich.console import Console
+
+from monitor.alarms import Alarm
+from monitor.transports.mqtt_transport import client_for
+from monitor.urls import parse_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeOptions:
+    source: str = "tcp://127.0.0.1:5556"
+    json: bool = False
+    streams: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    priorities: tuple[str, ...] = ()
+    count: int | None = None
+    duration: float | None = None
+
+    def wants(self, a: Alarm) -> bool:
+        return (
+            (not self.streams or a.stream_id in self.streams)
+            and (not self.events or a.event in self.events)
+            and (not self.priorities or a.priority in self.priorities)
+        )
+
+
+async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIterator[Alarm]:
+    """Yield alarms from a daemon's PUB socket or an MQTT broker; reconnects quietly."""
+    ep = parse_url(url)
+    if ep.is_zmq:
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"alarm.")
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(ep.zmq_addr)
+        if ready is not None:
+            ready.set()
+        try:
+            while True:
+                parts = await sock.recv_multipart()
+                try:
+                    yield Alarm.from_json(parts[-1])
+                except (ValueError, TypeError, KeyError) as exc:
+                    log.warning("ignored a malformed alarm message: %s", exc)
+        finally:
+            sock.close(0)
+            ctx.term()
+    backoff = 0.5
+    while True:
+        try:
+            async with client_for(ep) as client:
+                await client.subscribe("ecg/+/alarms", qos=1)
+                if ready is not None:
+                    ready.set()
+                backoff = 0.5
+                async for msg in client.messages:
+                    payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+                    try:
+                        yield Alarm.from_json(payload)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.warning("ignored a malformed alarm message: %s", exc)
+        except aiomqtt.MqttError as exc:
+            log.debug("MQTT subscriber lost (%s); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
+STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+
+
+def printer(opts: SubscribeOptions) -> Callable[[Alarm], None]:
+    if opts.json:
+
+        def out_json(a: Alarm) -> None:
+            sys.stdout.write(a.to_json() + "\n")
+            sys.stdout.flush()
+
+        return out_json
+    console = Console()
+
+    def out_rich(a: Alarm) -> None:
+        when = time.strftime("%H:%M:%S", time.localtime(a.published_at))
+        console.print(
+            f"{when} [bold]{a.stream_id:<10}[/] {a.event:<9} {a.state:<8} {a.priority:<6} "
+            f"conf {a.confidence:.2f} {a.source:<5} {a.explanation}",
+            style=STYLE.get(a.priority), highlight=False, soft_wrap=True,
+        )
+
+    return out_rich
+
+
+async def subscribe(opts: SubscribeOptions, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> int:
+    """Print matching alarms until ``count`` arrive, ``duration`` passes or ``stop`` is set."""
+    show = printer(opts)
+    n = 0
+
+    async def consume() -> None:
+        nonlocal n
+        async for a in alarms_from(opts.source, ready):
+            if opts.wants(a):
+                show(a)
+                n += 1
+                if opts.count is not None and n >= opts.count:
+                    return
+
+    task = asyncio.create_task(consume())
+    waiters: list[asyncio.Future[object]] = [task]  # type: ignore[list-item]
+    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    if stopper is not None:
+        waiters.append(stopper)  # type: ignore[arg-type]
+    await asyncio.wait(waiters, timeout=opts.duration, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, stopper):
+        if t is not None and not t.done():
+            t.cancel()
+    await asyncio.gather(task, *(t for t in [stopper] if t is not None), return_exceptions=True)
+    return n
+
+
+def load_alarms(path: str) -> list[Alarm]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                out.append(Alarm.from_json(line))
+    return out
