@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, EventType
+from classifier.decision import decide
 from classifier.preprocess import fit_length, normalize_segment, segment_starts, to_model_rate
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
@@ -48,6 +49,7 @@ class MLECGClassifier:
         self.card: dict[str, Any] = {}
         self.version = "rules"
         self.load_error: str | None = None
+        self.thresholds: dict[str, float] = {}
         self._lock = threading.Lock()
         self._model: Any = None
         self._torch: Any = None
@@ -80,6 +82,7 @@ class MLECGClassifier:
         self._model = model
         self._torch = torch
         self.version = str(self.card.get("version", self.model_path.name))
+        self.thresholds = {k: float(v) for k, v in self.card.get("thresholds", {}).items()}
 
     # -- batched core -------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class MLECGClassifier:
         rules = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"])
         if not len(probs):
             return Classification("NORMAL", 0.0, None, "no usable lead: " + rules.explanation, "ml", rules.heart_rate_bpm)
-        calls = probs.argmax(axis=1)
+        calls = decide(probs, self.thresholds)
         starts: list[int] = p["starts"]
         scale = p["fs"] / MODEL_FS
         found: list[tuple[int, str, float, int, int]] = []

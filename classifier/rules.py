@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from classifier.constants import MODEL_FS, PAUSE_THRESHOLD_S
 from classifier.features import RhythmFeatures, rhythm_features
-from classifier.preprocess import to_model_rate
+from classifier.preprocess import lead_is_flat, to_model_rate
 from classifier.qrs import detect_qrs
 from classifier.result import Classification
 
@@ -88,6 +88,14 @@ class RuleBasedClassifier:
         gaps = [(feat.max_rr_s, feat.max_rr_start), (feat.tail_gap_s, int(beats[-1]) if feat.n_beats else 0), (head, 0)]
         gap_s, gap_at = max(gaps, key=lambda g: g[0])
         if gap_s >= th.pause_s:
+            # The newest 2 s of the gap, clear of the last beat's T wave and of the next beat.
+            hi = int(gap_at + (gap_s - 0.2) * MODEL_FS)
+            lo = max(int(gap_at + 0.6 * MODEL_FS) if gap_at else 0, hi - int(2 * MODEL_FS))
+            if hi - lo >= MODEL_FS and lead_is_flat(x[lo:hi]):
+                # A flat line is a lead coming off far more often than an asystole.
+                return Classification(
+                    "NORMAL", 0.0, None, f"lead flat for {gap_s:.1f} s: lead off, rhythm not judged", self.source, hr
+                )
             conf = float(min(0.99, 0.6 + 0.1 * (gap_s - th.pause_s)))
             return Classification(
                 "PAUSE", conf, round(gap_at * scale),

@@ -231,7 +231,7 @@ class Monitor:
                 self._observe(stream.stream_id, "PAUSE", Observation(False, now))
             return
         # A flat line on every lead is a lead-off, not an asystole: no PAUSE then.
-        stretch = stream.buffer.latest(int(gap * MODEL_FS))
+        stretch = stream.buffer.latest(int(min(gap - 0.5, 2.0) * MODEL_FS))  # the newest part, clear of the last beat
         if all(lead_quality(stretch[i], MODEL_FS) in (LeadQuality.FLAT, LeadQuality.MISSING) for i in range(2)):
             return
         onset = stream.pause.last_beat_t or now - gap

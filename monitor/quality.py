@@ -40,7 +40,7 @@ def lead_quality(x: NDArray[np.floating], fs: float) -> LeadQuality:
     if hi - lo < FLAT_MV:
         return LeadQuality.FLAT
     top = np.max(np.abs(x))
-    if top >= SATURATION_MV and np.mean(np.abs(np.abs(x) - top) < 1e-3) > 0.2:
+    if top >= SATURATION_MV and np.mean(np.abs(np.abs(x) - top) < 1e-3) > 0.1:
         return LeadQuality.SATURATED
     if hi - lo > 8.0:
         return LeadQuality.NOISY

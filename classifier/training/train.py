@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from classifier.constants import CLASSES, MODEL_FS, SEGMENT_S
+from classifier.decision import calibrate, decide
 from classifier.model import ECGNet, count_parameters
 from classifier.training.dataset import BalancedEpochs, WindowIndex, index_windows, real_batch
 from classifier.training.focal import FocalLoss
@@ -148,7 +149,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     assert best_state is not None
     model.load_state_dict(best_state)
     probs = predict(model, x_val, cfg.device)
-    val_stats = per_class(confusion(y_val, probs.argmax(axis=1)))
+    thresholds = calibrate(probs, y_val)
+    val_stats = per_class(confusion(y_val, decide(probs, thresholds)))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(best_state, out / WEIGHTS_NAME)
@@ -178,6 +180,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             "seconds": round(time.perf_counter() - t0, 1),
             "torch": torch.__version__,
         },
+        "thresholds": thresholds,
+        "thresholds_note": "per event, the lowest probability at which at most 0.5% of validation NORMAL windows pass",
         "metrics_val": {c: val_stats[c] for c in CLASSES},
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")

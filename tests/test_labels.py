@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from classifier.training.labels import Episode, extract_episodes, label_window, rhythm_of
+
+FS = 100.0
+
+
+def test_rhythm_string_normalised() -> None:
+    assert rhythm_of("(AFIB\x00") == "AFIB"
+    assert rhythm_of("(VFL") == "VFL"
+
+
+def test_episodes_from_rhythm_labels_vf_markers_and_pauses() -> None:
+    samples = [0, 100, 200, 1000, 1100, 1500, 1600, 1700, 2200, 2300, 3000]
+    symbols = ["+", "N", "N", "+", "N", "[", "]", "N", "N", "+", "N"]
+    aux = ["(N", "", "", "(AFIB", "", "", "", "", "", "(N", ""]
+    eps = extract_episodes(samples, symbols, aux, FS, 4000, pause_threshold_s=3.0)
+    kinds = [(e.event, e.start, e.end) for e in eps]
+    assert ("AF", 1000, 2300) in kinds
+    assert ("VTACH", 1500, 1600) in kinds
+    # The 200 -> 1100 gap is 9 s: a pause from the last beat before it.
+    assert ("PAUSE", 200, 1100) in kinds
+    # 1100 -> 1700 spans the VF run (no beats are labelled there): not a pause.
+    assert not any(e.event == "PAUSE" and e.start == 1100 for e in eps)
+
+
+def test_pause_threshold_is_configurable() -> None:
+    samples = [0, 250, 500]
+    eps = extract_episodes(samples, ["N"] * 3, [""] * 3, FS, 1000, pause_threshold_s=2.5)
+    assert [e.event for e in eps] == ["PAUSE", "PAUSE"]
+    assert extract_episodes(samples, ["N"] * 3, [""] * 3, FS, 1000, pause_threshold_s=3.0) == []
+
+
+def test_vt_runs_from_beats_when_no_rhythm_labels() -> None:
+    # svdb style: beats only. Five V beats at 150 bpm make a VT episode; three slow ones do not.
+    samples = [0, 80, 160, 200, 240, 280, 320, 360, 440, 600, 800, 1000]
+    symbols = ["N", "N", "N", "V", "V", "V", "V", "V", "N", "V", "V", "V"]
+    eps = extract_episodes(samples, symbols, [""] * len(samples), FS, 2000)
+    vt = [e for e in eps if e.event == "VTACH"]
+    assert len(vt) == 1 and vt[0].start == 200
+
+
+@pytest.mark.parametrize(
+    ("episodes", "label", "index"),
+    [
+        ([], "NORMAL", None),
+        ([Episode("VTACH", 300, 700)], "VTACH", 300),
+        ([Episode("VTACH", 900, 1100)], None, None),  # 1 s of VT at the edge: ambiguous
+        ([Episode("AF", 0, 5000)], "AF", 0),
+        ([Episode("AF", 0, 5000), Episode("VTACH", 200, 600)], "VTACH", 200),
+        ([Episode("PAUSE", 100, 450)], "PAUSE", 100),
+        ([Episode("PAUSE", 800, 1300)], None, None),  # gap cut by the window edge
+        ([Episode("NOISE", 0, 800)], None, None),
+    ],
+)
+def test_window_labels(episodes: list[Episode], label: str | None, index: int | None) -> None:
+    w = label_window(episodes, 0, 1000, FS)
+    assert w.label == label
+    assert w.event_index == index
+
+
+def test_real_record_labels(data_dir) -> None:  # type: ignore[no-untyped-def]
+    from classifier.training.records import load_record
+
+    rec = load_record("mitdb/201", data_dir, cache=False)
+    events = {e.event for e in rec.episodes}
+    assert {"AF", "PAUSE"} <= events
+    pauses = [e for e in rec.episodes if e.event == "PAUSE"]
+    assert len(pauses) == 2  # the data README lists two R-R gaps of 3 s or more
+    assert all((e.end - e.start) / rec.fs >= 3.0 for e in pauses)
+    assert np.all(np.diff(rec.beats) > 0)

@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.alarms import DEFAULT_POLICIES, Alarm, AlarmPolicy, AlarmState, EventTracker, Observation
+from monitor.config import ConfigError, MonitorConfig
+from monitor.quality import LeadQuality, lead_quality
+from monitor.shard import owns, shard_of
+from monitor.urls import parse_url
+from simulators.synthetic import SyntheticPatient, make_patient
+
+FS = 128.0
+
+
+def _ecg(seconds: float = 10.0) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    p = SyntheticPatient(make_patient("normal", 60, rng), FS, rng)
+    return p.chunk(int(seconds * FS))[0].astype(np.float64)
+
+
+def test_lead_quality_cases() -> None:
+    x = _ecg()
+    assert lead_quality(x, FS) is LeadQuality.OK
+    assert lead_quality(np.zeros(1280), FS) is LeadQuality.FLAT
+    assert lead_quality(np.full(1280, np.nan), FS) is LeadQuality.MISSING
+    clipped = x.copy()
+    clipped[300:700] = 12.0  # front end pinned at its rail for 3 s
+    assert lead_quality(clipped, FS) is LeadQuality.SATURATED
+    noise = np.random.default_rng(1).normal(0, 0.5, 1280)
+    assert lead_quality(noise, FS) is LeadQuality.NOISY
+
+
+def _obs(present: bool, t: float, conf: float = 0.6) -> Observation:
+    return Observation(present, t, conf, t - 1 if present else None, "ml", "x")
+
+
+def test_alarm_needs_persistence_then_resolves() -> None:
+    tr = EventTracker("AF", DEFAULT_POLICIES["AF"])
+    assert tr.observe(_obs(True, 0)) is None
+    assert tr.observe(_obs(True, 2)) is None
+    state, _ = tr.observe(_obs(True, 4)) or (None, None)
+    assert state is AlarmState.ONSET and tr.onset_time == -1  # onset of the first positive
+    assert tr.observe(_obs(False, 10)) is None  # not yet clear_s
+    state, _ = tr.observe(_obs(False, 40)) or (None, None)
+    assert state is AlarmState.RESOLVED and not tr.active
+
+
+def test_single_window_does_not_flap_but_high_confidence_is_instant() -> None:
+    tr = EventTracker("VTACH", DEFAULT_POLICIES["VTACH"])
+    assert tr.observe(_obs(True, 0, 0.6)) is None
+    assert tr.observe(_obs(False, 2)) is None
+    assert tr.observe(_obs(True, 4, 0.6)) is None  # streak was broken
+    res = tr.observe(_obs(True, 6, 0.6))
+    assert res is not None and res[0] is AlarmState.ONSET
+    tr2 = EventTracker("VTACH", DEFAULT_POLICIES["VTACH"])
+    res2 = tr2.observe(_obs(True, 0, 0.95))
+    assert res2 is not None and res2[0] is AlarmState.ONSET
+
+
+def test_high_priority_alarm_latches() -> None:
+    pol = AlarmPolicy(onset_count=1, clear_s=5, latch_clear_s=20)
+    vt = EventTracker("VTACH", pol)
+    af = EventTracker("AF", pol)
+    for tr in (vt, af):
+        tr.observe(_obs(True, 0))
+    assert af.observe(_obs(False, 6)) is not None  # medium priority clears after clear_s
+    assert vt.observe(_obs(False, 6)) is None  # high priority holds
+    assert vt.observe(_obs(True, 8)) is None  # still the same alarm, no new onset
+    res = vt.observe(_obs(False, 29))
+    assert res is not None and res[0] is AlarmState.RESOLVED
+
+
+def test_ongoing_is_repeated_at_most_every_interval() -> None:
+    tr = EventTracker("VTACH", AlarmPolicy(onset_count=1, ongoing_every_s=30))
+    tr.observe(_obs(True, 0))
+    states = [tr.observe(_obs(True, t)) for t in range(2, 70, 2)]
+    assert sum(s is not None for s in states) == 2
+
+
+def test_alarm_json_roundtrip() -> None:
+    a = Alarm("s1", "VTACH", "onset", "high", 0.9, 10.0, 12.0, 13.0, "ml", "v1", "why")
+    assert Alarm.from_json(a.to_json()) == a
+
+
+def test_config_precedence_and_validation(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[monitor]\nhop_s = 1.5\nwindow_s = 20.0\nalarms = ["tcp://127.0.0.1:7000"]\n')
+    cfg = MonitorConfig.load(f, env={"ECG_MONITOR_HOP_S": "1.0", "ECG_MONITOR_CONSOLE": "false"}, window_s=30.0)
+    assert cfg.hop_s == 1.0 and cfg.window_s == 30.0 and cfg.console is False
+    assert cfg.alarms == ("tcp://127.0.0.1:7000",)
+    assert MonitorConfig().ingest == ("tcp://127.0.0.1:5555",) and MonitorConfig().metrics_port == 9108
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"hop_s": 0.0}, "hop_s"),
+        ({"ingest": ("http://x:1",)}, "ingest"),
+        ({"shard": "3/2"}, "shard"),
+        ({"bogus": 1}, "bogus"),
+        ({"metrics_port": "x"}, "metrics_port"),
+    ],
+)
+def test_config_errors_name_the_key(kwargs: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        MonitorConfig.load(env={}, **kwargs)
+
+
+def test_config_env_error_names_variable() -> None:
+    with pytest.raises(ConfigError, match="hop_s"):
+        MonitorConfig.load(env={"ECG_MONITOR_HOP_S": "fast"})
+
+
+def test_urls() -> None:
+    ep = parse_url("mqtt://u:p%40ss@broker:1999")
+    assert (ep.scheme, ep.host, ep.port, ep.username, ep.password) == ("mqtt", "broker", 1999, "u", "p@ss")
+    assert "p@ss" not in str(ep)
+    assert parse_url("mqtts://h").port == 8883
+    with pytest.raises(ValueError):
+        parse_url("tcp://h")
+    with pytest.raises(ValueError):
+        parse_url("udp://h:1")
+
+
+def test_sharding_is_stable_and_partitions() -> None:
+    ids = [f"bed-{i}" for i in range(200)]
+    owners = [[k for k in range(3) if owns(s, k, 3)] for s in ids]
+    assert all(len(o) == 1 for o in owners)
+    assert shard_of("bed-1", 3) == shard_of("bed-1", 3)
+    assert len({o[0] for o in owners}) == 3

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from classifier import RuleBasedClassifier
+from classifier.qrs import detect_qrs, match_beats
+from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
+
+FS = 250.0
+
+
+def _patient(episodes: list[Episode], seconds: float = 40.0, hr: float = 72.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = SyntheticPatient(PatientSpec(hr, episodes), FS, rng)
+    return p.chunk(int(seconds * FS)).astype(np.float64)
+
+
+def test_qrs_detector_on_synthetic_rhythm() -> None:
+    x = _patient([], 30.0, hr=75.0)
+    beats = detect_qrs(x[0], FS)
+    assert abs(len(beats) - 30 * 75 / 60) <= 2
+    rr = np.diff(beats) / FS
+    assert np.all(np.abs(rr - 0.8) < 0.08)
+
+
+def test_qrs_detector_flat_and_nan_input() -> None:
+    assert detect_qrs(np.zeros(2500), FS).size == 0
+    x = _patient([], 20.0)[0]
+    x[1000:1200] = np.nan
+    assert detect_qrs(x, FS).size > 15
+
+
+def test_match_beats() -> None:
+    assert match_beats(np.array([10, 100, 200]), np.array([12, 150, 205]), 10) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("record", ["100", "103", "117", "231"])
+def test_qrs_detector_on_real_records(data_dir, record: str) -> None:  # type: ignore[no-untyped-def]
+    import wfdb
+
+    from classifier.training.labels import BEAT_SYMBOLS
+
+    path = str(data_dir / "mitdb" / record)
+    rec = wfdb.rdrecord(path)
+    ann = wfdb.rdann(path, "atr")
+    ref = np.array([s for s, sym in zip(ann.sample, ann.symbol) if sym in BEAT_SYMBOLS])
+    tp, fn, fp = match_beats(ref, detect_qrs(rec.p_signal[:, 0], rec.fs), int(0.15 * rec.fs))
+    assert tp / (tp + fn) >= 0.995
+    assert tp / (tp + fp) >= 0.995
+
+
+def test_rules_normal() -> None:
+    x = _patient([], 20.0)
+    c = RuleBasedClassifier().classify(x[0, -2500:], x[1, -2500:], FS)
+    assert c.event == "NORMAL"
+    assert "bpm" in c.explanation and c.source == "rules"
+    assert 65 < c.heart_rate_bpm < 80
+
+
+def test_rules_vtach_with_numbers() -> None:
+    x = _patient([Episode("VTACH", 25.0, 40.0)], 40.0)
+    c = RuleBasedClassifier().classify(x[0, -2500:], x[1, -2500:], FS)
+    assert c.event == "VTACH"
+    assert "QRS" in c.explanation and "bpm" in c.explanation
+    assert c.heart_rate_bpm > 140
+
+
+def test_rules_pause_index_is_last_beat_before_gap() -> None:
+    x = _patient([Episode("PAUSE", 24.0, 28.5)], 32.0)
+    seg = x[:, 20 * 250 : 32 * 250]
+    c = RuleBasedClassifier().classify(seg[0], seg[1], FS)
+    assert c.event == "PAUSE"
+    assert c.event_index is not None
+    # Last beat is at or just before 24 s, i.e. about 4 s into the segment.
+    assert 3.0 <= c.event_index / FS <= 4.1
+    assert "R-R gap" in c.explanation
+
+
+def test_rules_af() -> None:
+    x = _patient([Episode("AF", 5.0, 60.0)], 40.0, hr=80)
+    c = RuleBasedClassifier().classify(x[0, -5000:], x[1, -5000:], FS)
+    assert c.event == "AF"
+    assert "irregularity" in c.explanation
+
+
+def test_rules_without_usable_lead() -> None:
+    c = RuleBasedClassifier().classify(np.zeros(2500), None, FS)
+    assert c.event == "NORMAL" and c.confidence == 0.0 and "no usable lead" in c.explanation
