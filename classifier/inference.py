@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, EventType
 from classifier.decision import decide
-from classifier.preprocess import fit_length, normalize_segment, segment_starts, to_model_rate
+from classifier.preprocess import fit_length, normalize_batch, segment_starts, to_model_rate
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
 
@@ -103,15 +103,28 @@ class MLECGClassifier:
         return self._run([self._prepare(ch1, ch2, fs, hint) for ch1, ch2, fs, hint in windows])
 
     def _run(self, prepared: list[dict[str, Any]]) -> list[Classification]:
+        """Normalise every segment of every window together, then one forward pass."""
+        raw = [seg for p in prepared for seg in p["raw"]]
+        ok = [p["usable"] for p in prepared for _ in p["raw"]]
+        if raw:
+            x, beats = normalize_batch(np.stack(raw), np.stack(ok))
+        else:
+            x, beats = np.zeros((0, 3, SEGMENT_LEN), dtype=np.float32), []
         if self._model is None:
-            return [self._rules_fallback(p) for p in prepared]
-        segs = [s for p in prepared for s in p["segments"]]
-        probs = self.predict_segments(np.stack(segs)) if segs else np.zeros((0, len(CLASSES)))
+            probs = None
+        else:
+            probs = self.predict_segments(x) if len(x) else np.zeros((0, len(CLASSES)))
         out: list[Classification] = []
         k = 0
         for p in prepared:
-            n = len(p["segments"])
-            out.append(self._decide(p, probs[k : k + n]))
+            n = len(p["raw"])
+            # A one-segment window (the daemon's case) reuses the segment's beats for the rules.
+            win_beats = beats[k] if n == 1 and p["sig"].shape[1] == SEGMENT_LEN else None
+            rules = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"], win_beats)
+            if probs is None:
+                out.append(self._rules_fallback(rules))
+            else:
+                out.append(self._decide(p, probs[k : k + n], rules))
             k += n
         return out
 
@@ -149,14 +162,14 @@ class MLECGClassifier:
     def _segments(
         self, sig: NDArray[np.float64], usable: NDArray[np.bool_], fs: float, hint: int | None = None
     ) -> dict[str, Any]:
-        """Cut a model-rate signal into normalised segments (hop 5 s, last one flush with the end)."""
+        """Cut a model-rate signal into raw segments (hop 5 s, last one flush with the end)."""
         n = sig.shape[1]
         starts = segment_starts(n, SCAN_HOP)
         if hint is not None:
             # Make sure one segment starts just before the flagged spot (2 s of context).
             starts = sorted({*starts, int(np.clip(hint - 2 * MODEL_FS, 0, max(0, n - SEGMENT_LEN)))})
-        segments = [normalize_segment(fit_length(sig[:, a : a + SEGMENT_LEN]), usable) for a in starts] if usable.any() else []
-        return {"sig": sig, "usable": usable, "fs": fs, "starts": starts, "segments": segments}
+        raw = [fit_length(sig[:, a : a + SEGMENT_LEN]) for a in starts] if usable.any() else []
+        return {"sig": sig, "usable": usable, "fs": fs, "starts": starts, "raw": raw}
 
     def classify_model_rate_batch(
         self, items: Sequence[tuple[NDArray[np.float64], NDArray[np.bool_]]]
@@ -164,13 +177,11 @@ class MLECGClassifier:
         """Classify (2, n) signals already at MODEL_FS (the daemon's buffers) in one batch."""
         return self._run([self._segments(sig, ok, MODEL_FS) for sig, ok in items])
 
-    def _rules_fallback(self, p: dict[str, Any]) -> Classification:
-        c = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"])
+    def _rules_fallback(self, c: Classification) -> Classification:
         why = f"rule-based fallback (model not loaded: {self.load_error}); " if self.load_error else ""
         return Classification(c.event, c.confidence, c.event_index, why + c.explanation, "rules", c.heart_rate_bpm)
 
-    def _decide(self, p: dict[str, Any], probs: NDArray[np.float64]) -> Classification:
-        rules = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"])
+    def _decide(self, p: dict[str, Any], probs: NDArray[np.float64], rules: Classification) -> Classification:
         if not len(probs):
             return Classification("NORMAL", 0.0, None, "no usable lead: " + rules.explanation, "ml", rules.heart_rate_bpm)
         calls = decide(probs, self.thresholds)

@@ -9,8 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier.constants import MODEL_FS, SEGMENT_LEN
-from classifier.dsp import bandpass, fill_nan, resample, robust_scale
-from classifier.qrs import detect_qrs
+from classifier.dsp import bandpass, fill_nan, resample
+from classifier.qrs import detect_from_energy, qrs_energy
 
 #: Model input channels: two leads plus the R-R rhythm channel.
 INPUT_CHANNELS = 3
@@ -81,28 +81,45 @@ def rhythm_channel(beats: NDArray[np.integer], n: int, fs: float = MODEL_FS) -> 
     return out
 
 
-def normalize_segment(seg: NDArray[np.floating], usable: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
-    """Model input (3, n) from a (2, n) model-rate segment in mV.
+def normalize_batch(
+    segs: NDArray[np.floating], usable: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.float32], list[NDArray[np.int64]]]:
+    """Model inputs (B, 3, n) from (B, 2, n) model-rate segments in mV, filtered in one pass.
 
-    Each lead is band-passed 0.5-40 Hz and robust-scaled; an unusable lead becomes zeros,
-    as lead-drop augmentation does in training. Channel 3 is the rhythm channel from QRS
-    detection on the first usable lead.
+    Each lead is band-passed 0.5-40 Hz and robust-scaled; an unusable or flat lead becomes
+    zeros, as lead-drop augmentation does in training. Channel 3 is the rhythm channel from
+    QRS detection on the first usable lead. Also returns each segment's detected beats.
     """
-    seg = np.asarray(seg, dtype=np.float64)
-    n = seg.shape[1]
-    out = np.zeros((INPUT_CHANNELS, n), dtype=np.float32)
-    beat_lead: int | None = None
-    for i in range(2):
-        if usable is not None and not usable[i]:
-            continue
-        if lead_is_flat(seg[i]):
-            continue
-        out[i] = robust_scale(bandpass(seg[i], MODEL_FS, 0.5, 40.0, order=2)).astype(np.float32)
-        if beat_lead is None:
-            beat_lead = i
-    if beat_lead is not None:
-        out[2] = rhythm_channel(detect_qrs(seg[beat_lead], MODEL_FS), n)
-    return out
+    x = np.nan_to_num(np.asarray(segs, dtype=np.float64))
+    b, _, n = x.shape
+    ok = np.ones((b, 2), dtype=bool) if usable is None else np.asarray(usable, dtype=bool).reshape(b, 2).copy()
+    lo, hi = np.percentile(x, [1.0, 99.0], axis=-1)
+    ok &= (hi - lo) >= FLAT_MV
+    out = np.zeros((b, INPUT_CHANNELS, n), dtype=np.float32)
+    beats: list[NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)] * b
+    if not ok.any():
+        return out, beats
+    filt = bandpass(x.reshape(b * 2, n), MODEL_FS, 0.5, 40.0, order=2).reshape(b, 2, n)
+    med = np.median(filt, axis=-1, keepdims=True)
+    flo, fhi = np.percentile(filt, [1.0, 99.0], axis=-1, keepdims=True)
+    spread = np.maximum(fhi - flo, 1e-6)
+    scaled = np.clip((filt - med) / spread, -8.0, 8.0)
+    out[:, :2] = np.where(ok[:, :, None], scaled, 0.0)
+    has = ok.any(axis=1)
+    lead = np.argmax(ok, axis=1)
+    rows = np.flatnonzero(has)
+    if rows.size:
+        bp, mwi = qrs_energy(x[rows, lead[rows]], MODEL_FS)
+        for k, r in enumerate(rows.tolist()):
+            beats[r] = detect_from_energy(bp[k], mwi[k], MODEL_FS)
+            out[r, 2] = rhythm_channel(beats[r], n)
+    return out, beats
+
+
+def normalize_segment(seg: NDArray[np.floating], usable: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+    """Model input (3, n) of one (2, n) segment; see ``normalize_batch``."""
+    ok = None if usable is None else np.asarray(usable, dtype=bool)[None, :]
+    return normalize_batch(np.asarray(seg)[None], ok)[0][0]
 
 
 def segment_starts(n: int, hop: int) -> list[int]:

@@ -19,13 +19,17 @@ _T_WAVE_WINDOW_S = 0.36
 _MWI_S = 0.15
 
 
-def _energy(x: NDArray[np.floating], fs: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Band-passed signal and its moving-window-integrated squared slope."""
+def qrs_energy(x: NDArray[np.floating], fs: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Band-passed signal (5-18 Hz) and its moving-window-integrated squared slope.
+
+    Works on the last axis, so a whole batch of windows is filtered in one call.
+    """
     filt = bandpass(x, fs, 5.0, 18.0, order=2)
-    slope = np.gradient(filt) * fs
+    slope = np.gradient(filt, axis=-1) * fs
     sq = slope * slope
     width = max(1, int(round(_MWI_S * fs)))
-    mwi = np.convolve(sq, np.ones(width) / width, mode="same")
+    kernel = np.ones(width) / width
+    mwi = np.apply_along_axis(np.convolve, -1, sq, kernel, mode="same") if sq.ndim > 1 else np.convolve(sq, kernel, mode="same")
     return filt, mwi
 
 
@@ -37,7 +41,12 @@ def detect_qrs(x: NDArray[np.floating], fs: float) -> IntArray:
     x, _ = fill_nan(np.asarray(x, dtype=np.float64))
     if x.size < int(0.5 * fs) or float(np.ptp(x)) < 1e-6:
         return np.zeros(0, dtype=np.int64)
-    filt, mwi = _energy(x, fs)
+    filt, mwi = qrs_energy(x, fs)
+    return detect_from_energy(filt, mwi, fs)
+
+
+def detect_from_energy(filt: NDArray[np.float64], mwi: NDArray[np.float64], fs: float) -> IntArray:
+    """The decision stage of ``detect_qrs`` on precomputed ``qrs_energy`` output of one lead."""
     refractory = int(_REFRACTORY_S * fs)
     peaks, _ = signal.find_peaks(mwi, distance=max(1, refractory))
     if peaks.size == 0:

@@ -67,16 +67,24 @@ class RuleBasedClassifier:
         return self.classify_model_rate(sig, usable, fs)
 
     def classify_model_rate(
-        self, sig: NDArray[np.float64], usable: NDArray[np.bool_], fs_in: float
+        self,
+        sig: NDArray[np.float64],
+        usable: NDArray[np.bool_],
+        fs_in: float,
+        beats: NDArray[np.int64] | None = None,
     ) -> Classification:
-        """Classify a (2, n) signal already at MODEL_FS; indices are reported at ``fs_in``."""
+        """Classify a (2, n) signal already at MODEL_FS; indices are reported at ``fs_in``.
+
+        ``beats``, when given, are the QRS positions on the first usable lead, already found.
+        """
         th = self.th
         scale = fs_in / MODEL_FS
         if not usable.any():
             return Classification("NORMAL", 0.0, None, "no usable lead (flat or missing): rhythm not judged", self.source)
         lead = int(np.flatnonzero(usable)[0])
         x = sig[lead]
-        beats = detect_qrs(x, MODEL_FS)
+        if beats is None:
+            beats = detect_qrs(x, MODEL_FS)
         feat = rhythm_features(x, beats, MODEL_FS)
         hr = feat.heart_rate_bpm if feat.n_beats >= 2 else float("nan")
         width = float(np.median(feat.qrs_ms)) if feat.qrs_ms.size else 0.0

@@ -63,7 +63,7 @@ class AlarmPolicy:
 
 
 DEFAULT_POLICIES: dict[str, AlarmPolicy] = {
-    "VTACH": AlarmPolicy(onset_count=2, instant_confidence=0.9),
+    "VTACH": AlarmPolicy(onset_count=2, instant_confidence=0.85),
     "PAUSE": AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=6.0, latch_clear_s=6.0),
     "AF": AlarmPolicy(onset_count=3, instant_confidence=1.01, clear_s=30.0),
     NO_SIGNAL: AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=2.0, latch_clear_s=2.0),

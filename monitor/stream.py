@@ -95,8 +95,7 @@ class StreamState:
         self.valid_from = 0  # buffer.total index where the current gap-free stretch began
         self.last_wall = 0.0
         self.last_eval_total = 0
-        self.due = False
-        self.due_since = 0.0
+        self.suspect = False  # last verdict uncertain or abnormal: evaluate again sooner
         # Latest verdict, for the console.
         self.heart_rate = math.nan
         self.current = "-"

@@ -86,7 +86,9 @@ class BalancedEpochs:
         size: int,
         mix: dict[str, float],
         seed: int,
+        rhythm_only: float = 0.0,
     ) -> None:
+        self.rhythm_only = rhythm_only
         self.records = records
         self.idx = idx
         self.size = size
@@ -130,7 +132,11 @@ class BalancedEpochs:
         if label in ("NORMAL", "AF"):
             a = int(np.clip(a + self.rng.integers(-int(MODEL_FS), int(MODEL_FS) + 1), 0, n - SEGMENT_LEN))
         seg = np.nan_to_num(rec.signal[:, a : a + SEGMENT_LEN].astype(np.float64))
-        return normalize_segment(augment(seg, self.rng))
+        x = normalize_segment(augment(seg, self.rng))
+        if label in ("NORMAL", "AF") and self.rng.random() < self.rhythm_only:
+            # Morphology dropout: rhythm alone must carry AF, so it generalises across patients.
+            x[:2] = 0.0
+        return x
 
     def _spliced(self, gap_s: float) -> NDArray[np.float32] | None:
         r = self.records[int(self.rng.choice(self.with_beats))]

@@ -34,17 +34,18 @@ class TrainConfig:
     """Everything that decides a training run; stored in the model card."""
 
     seed: int = 0
-    max_epochs: int = 30
+    max_epochs: int = 40
     epoch_size: int = 6000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-3
-    patience: int = 6
+    patience: int = 8
     threads: int = 2
     device: str = "cpu"
     out_dir: str = "models"
     data_dir: str | None = None
     limit_records: int | None = None
+    rhythm_only: float = 0.15
     mix: dict[str, float] = field(
         default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13}
     )
@@ -105,7 +106,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     loss_fn = FocalLoss(gamma=2.0, alpha=alpha).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
-    epochs = BalancedEpochs(train_recs, train_idx, cfg.epoch_size, cfg.mix, cfg.seed)
+    epochs = BalancedEpochs(train_recs, train_idx, cfg.epoch_size, cfg.mix, cfg.seed, cfg.rhythm_only)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     best_score, best_state, best_epoch, stale = -1.0, None, 0, 0
