@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -183,27 +183,33 @@ class MLECGClassifier:
 
     def _decide(self, p: dict[str, Any], probs: NDArray[np.float64], rules: Classification) -> Classification:
         if not len(probs):
-            return Classification("NORMAL", 0.0, None, "no usable lead: " + rules.explanation, "ml", rules.heart_rate_bpm)
+            return Classification(
+                "NORMAL", 0.0, None, "no usable lead: " + rules.explanation, "ml", rules.heart_rate_bpm
+            )
         calls = decide(probs, self.thresholds)
         starts: list[int] = p["starts"]
         scale = p["fs"] / MODEL_FS
         found: list[tuple[int, str, float, int, int]] = []
-        for ci, name in enumerate(CLASSES):
-            if name == "NORMAL":
+        for ci, cls in enumerate(CLASSES):
+            if cls == "NORMAL":
                 continue
             hits = np.flatnonzero(calls == ci)
             # AF must persist: a third of the scanned segments (at least one).
-            need = max(1, math.ceil(len(starts) / 3)) if name == "AF" else 1
+            need = max(1, math.ceil(len(starts) / 3)) if cls == "AF" else 1
             if hits.size >= need:
-                found.append((EVENT_PRIORITY[name], name, float(probs[hits, ci].max()), int(hits[0]), int(hits.size)))
+                found.append((EVENT_PRIORITY[cls], cls, float(probs[hits, ci].max()), int(hits[0]), int(hits.size)))
         if not found:
             conf = float(probs[:, 0].min())
             return Classification(
-                "NORMAL", conf, None, f"model: NORMAL in all {len(starts)} segments (min p {conf:.2f}); {rules.explanation}",
-                "ml", rules.heart_rate_bpm,
+                "NORMAL",
+                conf,
+                None,
+                f"model: NORMAL in all {len(starts)} segments (min p {conf:.2f}); {rules.explanation}",
+                "ml",
+                rules.heart_rate_bpm,
             )
         _, name, conf, first, count = max(found)
-        event: EventType = name  # type: ignore[assignment]
+        event = cast(EventType, name)
         index = starts[first]
         if rules.event == event and rules.event_index is not None:
             # The rules localise beats precisely; keep their index when it falls in the segment.

@@ -134,8 +134,8 @@ def segment_starts(n: int, hop: int) -> list[int]:
 
 def fit_length(seg: NDArray[np.floating]) -> NDArray[np.float64]:
     """Left-pad a (2, n) segment shorter than ``SEGMENT_LEN`` with its edge value; crop longer ones."""
-    seg = np.asarray(seg, dtype=np.float64)
-    n = seg.shape[-1]
+    sa: NDArray[np.float64] = np.asarray(seg, dtype=np.float64)
+    n = sa.shape[-1]
     if n >= SEGMENT_LEN:
-        return seg[..., n - SEGMENT_LEN :]
-    return np.pad(seg, ((0, 0), (SEGMENT_LEN - n, 0)), mode="edge")
+        return sa[..., n - SEGMENT_LEN :]
+    return np.pad(sa, ((0, 0), (SEGMENT_LEN - n, 0)), mode="edge")

@@ -27,9 +27,13 @@ def qrs_energy(x: NDArray[np.floating], fs: float) -> tuple[NDArray[np.float64],
     filt = bandpass(x, fs, 5.0, 18.0, order=2)
     slope = np.gradient(filt, axis=-1) * fs
     sq = slope * slope
-    width = max(1, int(round(_MWI_S * fs)))
+    width = max(1, round(_MWI_S * fs))
     kernel = np.ones(width) / width
-    mwi = np.apply_along_axis(np.convolve, -1, sq, kernel, mode="same") if sq.ndim > 1 else np.convolve(sq, kernel, mode="same")
+    mwi = (
+        np.apply_along_axis(np.convolve, -1, sq, kernel, mode="same")
+        if sq.ndim > 1
+        else np.convolve(sq, kernel, mode="same")
+    )
     return filt, mwi
 
 

@@ -80,7 +80,9 @@ class RuleBasedClassifier:
         th = self.th
         scale = fs_in / MODEL_FS
         if not usable.any():
-            return Classification("NORMAL", 0.0, None, "no usable lead (flat or missing): rhythm not judged", self.source)
+            return Classification(
+                "NORMAL", 0.0, None, "no usable lead (flat or missing): rhythm not judged", self.source
+            )
         lead = int(np.flatnonzero(usable)[0])
         x = sig[lead]
         if beats is None:
@@ -106,8 +108,12 @@ class RuleBasedClassifier:
                 )
             conf = float(min(0.99, 0.6 + 0.1 * (gap_s - th.pause_s)))
             return Classification(
-                "PAUSE", conf, round(gap_at * scale),
-                f"R-R gap {gap_s:.1f} s >= {th.pause_s:.1f} s; {summary}", self.source, hr,
+                "PAUSE",
+                conf,
+                round(gap_at * scale),
+                f"R-R gap {gap_s:.1f} s >= {th.pause_s:.1f} s; {summary}",
+                self.source,
+                hr,
             )
 
         run = _wide_fast_run(feat, th)
@@ -116,16 +122,22 @@ class RuleBasedClassifier:
             length = run[1] if run is not None else feat.n_beats
             conf = float(min(0.99, 0.55 + 0.05 * length))
             return Classification(
-                "VTACH", conf, round(start * scale),
+                "VTACH",
+                conf,
+                round(start * scale),
                 f"{length} wide beats at {hr:.0f} bpm, QRS {width:.0f} ms >= {th.vt_qrs_ms:.0f} ms; {summary}",
-                self.source, hr,
+                self.source,
+                hr,
             )
         if feat.n_beats >= th.af_min_beats and feat.irregularity >= th.af_irregularity:
             conf = float(min(0.95, 0.5 + (feat.irregularity - th.af_irregularity) * 2))
             return Classification(
-                "AF", conf, round(int(beats[0]) * scale),
+                "AF",
+                conf,
+                round(int(beats[0]) * scale),
                 f"irregular R-R, irregularity {feat.irregularity:.2f} >= {th.af_irregularity:.2f}; {summary}",
-                self.source, hr,
+                self.source,
+                hr,
             )
         return Classification("NORMAL", 0.8, None, summary, self.source, hr)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 #: Technical (equipment) alarms beside the rhythm events.
@@ -14,7 +14,7 @@ LEADS_OFF = "LEADS_OFF"
 PRIORITY = {"VTACH": "high", "PAUSE": "high", "AF": "medium", NO_SIGNAL: "low", LEADS_OFF: "low"}
 
 
-class AlarmState(str, Enum):
+class AlarmState(StrEnum):
     ONSET = "onset"
     ONGOING = "ongoing"
     RESOLVED = "resolved"

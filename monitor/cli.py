@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -94,8 +95,17 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     _setup_logging(a.log_level)
     try:
         opts = SimulateOptions(
-            to=a.to, patients=a.patients, scenario=a.scenario, duration=a.duration, speed=a.speed,
-            seed=a.seed, fs=a.fs, frame_s=a.frame, truth=a.truth, t0=a.t0, prefix=a.prefix,
+            to=a.to,
+            patients=a.patients,
+            scenario=a.scenario,
+            duration=a.duration,
+            speed=a.speed,
+            seed=a.seed,
+            fs=a.fs,
+            frame_s=a.frame,
+            truth=a.truth,
+            t0=a.t0,
+            prefix=a.prefix,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -111,8 +121,16 @@ def cmd_replay(a: argparse.Namespace) -> int:
     if a.stream_id and len(a.stream_id) != len(a.records):
         raise UsageError("give one --stream-id per record")
     opts = ReplayOptions(
-        records=tuple(a.records), to=a.to, speed=a.speed, start=a.start, duration=a.duration, loop=a.loop,
-        t0=a.t0, frame_s=a.frame, truth=a.truth, stream_ids=tuple(a.stream_id) if a.stream_id else None,
+        records=tuple(a.records),
+        to=a.to,
+        speed=a.speed,
+        start=a.start,
+        duration=a.duration,
+        loop=a.loop,
+        t0=a.t0,
+        frame_s=a.frame,
+        truth=a.truth,
+        stream_ids=tuple(a.stream_id) if a.stream_id else None,
     )
     try:
         sent = asyncio.run(replay(opts))
@@ -127,13 +145,16 @@ def cmd_subscribe(a: argparse.Namespace) -> int:
 
     _setup_logging(a.log_level)
     opts = SubscribeOptions(
-        source=a.source, json=a.json, streams=tuple(a.stream or ()), events=tuple(a.event or ()),
-        priorities=tuple(a.priority or ()), count=a.count, duration=a.duration,
+        source=a.source,
+        json=a.json,
+        streams=tuple(a.stream or ()),
+        events=tuple(a.event or ()),
+        priorities=tuple(a.priority or ()),
+        count=a.count,
+        duration=a.duration,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(subscribe(opts))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -177,16 +198,24 @@ def cmd_classify(a: argparse.Namespace) -> int:
     clf = RuleBasedClassifier() if a.rules else MLECGClassifier(a.model)
     c = clf.classify(sig[:, 0], ch2, fs)
     out = {
-        "record": path, "start_s": a.start, "duration_s": (stop - start) / fs, "fs": fs,
-        "event": c.event, "confidence": round(c.confidence, 4), "event_index": c.event_index,
+        "record": path,
+        "start_s": a.start,
+        "duration_s": (stop - start) / fs,
+        "fs": fs,
+        "event": c.event,
+        "confidence": round(c.confidence, 4),
+        "event_index": c.event_index,
         "event_time_s": None if c.event_index is None else round(a.start + c.event_index / fs, 3),
-        "explanation": c.explanation, "source": c.source,
+        "explanation": c.explanation,
+        "source": c.source,
     }
     if a.json:
         print(json.dumps(out))
     else:
         when = "" if out["event_time_s"] is None else f" at {out['event_time_s']:.1f} s"
-        print(f"{path} [{a.start:.0f}-{a.start + out['duration_s']:.0f} s]: {c.event} ({c.confidence:.2f}, {c.source}){when}")
+        print(
+            f"{path} [{a.start:.0f}-{a.start + out['duration_s']:.0f} s]: {c.event} ({c.confidence:.2f}, {c.source}){when}"
+        )
         print(f"  {c.explanation}")
     return 0
 
@@ -196,8 +225,15 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     _setup_logging(a.log_level)
     cfg = TrainConfig(
-        seed=a.seed, max_epochs=a.epochs, epoch_size=a.epoch_size, patience=a.patience, device=a.device,
-        out_dir=a.out, data_dir=a.data, limit_records=a.limit_records, threads=a.threads,
+        seed=a.seed,
+        max_epochs=a.epochs,
+        epoch_size=a.epoch_size,
+        patience=a.patience,
+        device=a.device,
+        out_dir=a.out,
+        data_dir=a.data,
+        limit_records=a.limit_records,
+        threads=a.threads,
     )
     try:
         train(cfg)

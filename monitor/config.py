@@ -78,9 +78,7 @@ class MonitorConfig:
         return k, n
 
     @classmethod
-    def load(
-        cls, path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any
-    ) -> MonitorConfig:
+    def load(cls, path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> MonitorConfig:
         """Defaults < TOML file (``[monitor]`` table or top level) < ``ECG_MONITOR_*`` env < overrides."""
         values: dict[str, Any] = {}
         if path is not None:
@@ -125,7 +123,9 @@ def _typecheck(key: str, value: Any, annotation: Any) -> None:
     elif ann == "str | None":
         ok = value is None or isinstance(value, str)
     elif ann.startswith("tuple"):
-        ok = isinstance(value, (tuple, str)) and all(isinstance(v, str) for v in (value if isinstance(value, tuple) else [value]))
+        ok = isinstance(value, (tuple, str)) and all(
+            isinstance(v, str) for v in (value if isinstance(value, tuple) else [value])
+        )
     if not ok:
         raise ConfigError(f"{key}: expected {ann}, got {type(value).__name__} {value!r}")
 

@@ -30,8 +30,14 @@ def stream_table(mon: Monitor) -> Table:
         alarms = mon.active_alarms(sid)
         hr = "-" if math.isnan(st.heart_rate) else f"{st.heart_rate:.0f}"
         table.add_row(
-            sid, hr, st.current, f"{st.confidence:.2f}", st.quality[0], st.quality[1],
-            " ".join(alarms) or "-", style="bold red" if alarms else None,
+            sid,
+            hr,
+            st.current,
+            f"{st.confidence:.2f}",
+            st.quality[0],
+            st.quality[1],
+            " ".join(alarms) or "-",
+            style="bold red" if alarms else None,
         )
     if len(mon.streams) > MAX_ROWS:
         table.add_row(f"... {len(mon.streams) - MAX_ROWS} more", "", "", "", "", "", "")
@@ -44,8 +50,14 @@ def alarm_table(mon: Monitor, n: int = 10) -> Table:
         table.add_column(col, overflow="fold")
     for a in mon.recent[-n:]:
         table.add_row(
-            time.strftime("%H:%M:%S", time.localtime(a.published_at)), a.stream_id, a.event, a.state,
-            a.priority, a.source, a.explanation[:90], style=STYLE.get(a.priority),
+            time.strftime("%H:%M:%S", time.localtime(a.published_at)),
+            a.stream_id,
+            a.event,
+            a.state,
+            a.priority,
+            a.source,
+            a.explanation[:90],
+            style=STYLE.get(a.priority),
         )
     return table
 

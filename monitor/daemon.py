@@ -15,7 +15,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -28,7 +28,16 @@ from classifier.constants import MIN_WINDOW_S, MODEL_FS
 from classifier.inference import MLECGClassifier
 from classifier.rules import RuleBasedClassifier
 from monitor.alarm_bus import AlarmBus
-from monitor.alarms import DEFAULT_POLICIES, LEADS_OFF, NO_SIGNAL, PRIORITY, Alarm, AlarmPolicy, EventTracker, Observation
+from monitor.alarms import (
+    DEFAULT_POLICIES,
+    LEADS_OFF,
+    NO_SIGNAL,
+    PRIORITY,
+    Alarm,
+    AlarmPolicy,
+    EventTracker,
+    Observation,
+)
 from monitor.analysis import WindowJob, WindowResult, analyse
 from monitor.clock import Clock, SystemClock
 from monitor.config import MonitorConfig
@@ -135,7 +144,12 @@ class Monitor:
             raise
         self._tasks.append(asyncio.create_task(self._worker(), name="inference"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
-        log.info("monitor up: ingest %s, alarms %s, classifier %s", ", ".join(cfg.ingest), ", ".join(cfg.alarms), self.model_version)
+        log.info(
+            "monitor up: ingest %s, alarms %s, classifier %s",
+            ", ".join(cfg.ingest),
+            ", ".join(cfg.alarms),
+            self.model_version,
+        )
         return self
 
     async def __aexit__(
@@ -154,7 +168,7 @@ class Monitor:
         await self._ingest_stack.aclose()
         # 2. finish the windows in flight (the worker drains what is due, then returns)
         self._due_event.set()
-        worker, *others = self._tasks
+        worker, *_others = self._tasks
         try:
             await asyncio.wait_for(asyncio.shield(worker), timeout=30.0)
         except TimeoutError:
@@ -208,8 +222,13 @@ class Monitor:
         self.metrics.samples.inc(frame.n)
         if result.gap_s > 0 or result.restarted:
             self.metrics.gaps.inc()
-            self._observe(stream.stream_id, NO_SIGNAL, Observation(
-                True, frame.t0, 1.0, prev_end, "rules", f"no data for {result.gap_s:.1f} s (gap in the stream)"))
+            self._observe(
+                stream.stream_id,
+                NO_SIGNAL,
+                Observation(
+                    True, frame.t0, 1.0, prev_end, "rules", f"no data for {result.gap_s:.1f} s (gap in the stream)"
+                ),
+            )
         elif stream.gap_open:
             self._observe(stream.stream_id, NO_SIGNAL, Observation(False, stream.t_end))
         self._check_pause(stream)
@@ -238,9 +257,18 @@ class Monitor:
         if all(lead_quality(stretch[i], MODEL_FS) in (LeadQuality.FLAT, LeadQuality.MISSING) for i in range(2)):
             return
         onset = stream.pause.last_beat_t or now - gap
-        self._observe(stream.stream_id, "PAUSE", Observation(
-            True, now, min(0.99, 0.7 + 0.05 * (gap - threshold)), onset, "rules",
-            f"no QRS for {gap:.1f} s (threshold {threshold:.1f} s)"))
+        self._observe(
+            stream.stream_id,
+            "PAUSE",
+            Observation(
+                True,
+                now,
+                min(0.99, 0.7 + 0.05 * (gap - threshold)),
+                onset,
+                "rules",
+                f"no QRS for {gap:.1f} s (threshold {threshold:.1f} s)",
+            ),
+        )
 
     # -- inference ----------------------------------------------------------------------
 
@@ -250,7 +278,7 @@ class Monitor:
             await self._due_event.wait()
             self._due_event.clear()
             while self._due:
-                ids = []
+                ids: list[str] = []
                 while self._due and len(ids) < self.config.max_batch:
                     ids.append(self._due.popitem(last=False)[0])
                 jobs = []
@@ -263,7 +291,9 @@ class Monitor:
                 if not jobs:
                     continue
                 t = time.perf_counter()
-                results = await loop.run_in_executor(self._executor, analyse, jobs, self.classifier)
+                clf = self.classifier
+                assert clf is not None
+                results = await loop.run_in_executor(self._executor, analyse, jobs, clf)
                 self.metrics.inference_latency.observe(time.perf_counter() - t)
                 self.metrics.batch_size.observe(len(jobs))
                 for r in results:
@@ -280,9 +310,18 @@ class Monitor:
         t = r.t_end
         res = r.result
         if res is None:
-            self._observe(sid, LEADS_OFF, Observation(
-                True, t, 1.0, r.job.t_start, "rules",
-                f"no usable lead: lead 1 {r.quality[0].value}, lead 2 {r.quality[1].value}"))
+            self._observe(
+                sid,
+                LEADS_OFF,
+                Observation(
+                    True,
+                    t,
+                    1.0,
+                    r.job.t_start,
+                    "rules",
+                    f"no usable lead: lead 1 {r.quality[0].value}, lead 2 {r.quality[1].value}",
+                ),
+            )
             if st is not None:
                 st.current, st.confidence, st.heart_rate = "LEADS_OFF", 0.0, math.nan
             return
@@ -295,11 +334,22 @@ class Monitor:
             st.suspect = res.event != "NORMAL" or res.confidence < SUSPECT_BELOW
         for event in ("VTACH", "AF"):
             present = res.event == event
-            self._observe(sid, event, Observation(
-                present, t, res.confidence if present else 0.0, r.onset_time() if present else None,
-                res.source, res.explanation))
+            self._observe(
+                sid,
+                event,
+                Observation(
+                    present,
+                    t,
+                    res.confidence if present else 0.0,
+                    r.onset_time() if present else None,
+                    res.source,
+                    res.explanation,
+                ),
+            )
         if res.event == "PAUSE" and res.confidence >= 0.8:
-            self._observe(sid, "PAUSE", Observation(True, t, res.confidence, r.onset_time(), res.source, res.explanation))
+            self._observe(
+                sid, "PAUSE", Observation(True, t, res.confidence, r.onset_time(), res.source, res.explanation)
+            )
 
     # -- alarms -------------------------------------------------------------------------
 
@@ -363,8 +413,11 @@ class Monitor:
                     log.info("forgot stream %s after %.0f s of silence", sid, silent)
                     continue
                 if silent > self.config.no_signal_s:
-                    self._observe(sid, NO_SIGNAL, Observation(
-                        True, st.t_end + silent, 1.0, st.t_end, "rules", f"no data for {silent:.1f} s"))
+                    self._observe(
+                        sid,
+                        NO_SIGNAL,
+                        Observation(True, st.t_end + silent, 1.0, st.t_end, "rules", f"no data for {silent:.1f} s"),
+                    )
                     st.gap_open = True
                 if silent < 60:
                     active += 1
@@ -388,17 +441,13 @@ async def serve(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     async with Monitor(config, registry=registry, clock=clock) as mon:
         use_console = config.console if console is None else console
         async with Console(mon, enabled=use_console):
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=duration_s)
-            except TimeoutError:
-                pass
             log.info("stopping")
     return mon
 

@@ -39,7 +39,9 @@ async def _demo(patients: int, duration: float, seed: int, console: bool) -> int
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)  # Ctrl-C ends the run early, summary still printed
         async with Console(mon, enabled=console):
-            sim = SimulateOptions(patients=patients, scenario="mixed", duration=duration, speed=1.0, seed=seed, truth=str(truth))
+            sim = SimulateOptions(
+                patients=patients, scenario="mixed", duration=duration, speed=1.0, seed=seed, truth=str(truth)
+            )
             await simulate(sim, stop)
             await asyncio.sleep(1.0)
     alarms = [Alarm.from_json(line) for line in journal.read_text().splitlines() if line.strip()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
@@ -11,7 +11,7 @@ from classifier.dsp import moving_average
 from classifier.preprocess import FLAT_MV
 
 
-class LeadQuality(str, Enum):
+class LeadQuality(StrEnum):
     OK = "ok"
     FLAT = "flat"
     SATURATED = "saturated"

@@ -29,8 +29,8 @@ class StreamResampler:
         self._pos = 0.0  # position of the next output sample, relative to _last (index 0)
         self._primed = False
 
-    def process(self, x: NDArray[np.floating]) -> NDArray[np.float32]:
-        x = np.asarray(x, dtype=np.float64)
+    def process(self, frame: NDArray[np.floating]) -> NDArray[np.float32]:
+        x: NDArray[np.float64] = np.asarray(frame, dtype=np.float64)
         if self._sos is not None and self._zi is not None:
             if not self._primed:
                 self._zi = self._zi * x[None, :, :1]

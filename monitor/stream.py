@@ -39,7 +39,9 @@ class PauseTracker:
     the last beat is the running R-R gap: it grows between frames, never on missing data.
     """
 
-    sos: NDArray[np.float64] = field(default_factory=lambda: signal.butter(2, [5.0, 18.0], btype="bandpass", fs=MODEL_FS, output="sos"))
+    sos: NDArray[np.float64] = field(
+        default_factory=lambda: signal.butter(2, [5.0, 18.0], btype="bandpass", fs=MODEL_FS, output="sos")
+    )
     zi: NDArray[np.float64] | None = None
     maxima: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, 64)))
     n_max: int = 0
@@ -116,7 +118,9 @@ class StreamState:
         if frame.fs != self.fs:
             raise WireError("rate_change", f"{self.stream_id}: {frame.fs} Hz after {self.fs} Hz")
         if frame.samples.shape[0] != self.channels:
-            raise WireError("bad_channels", f"{self.stream_id}: {frame.samples.shape[0]} channels after {self.channels}")
+            raise WireError(
+                "bad_channels", f"{self.stream_id}: {frame.samples.shape[0]} channels after {self.channels}"
+            )
         restarted = False
         gap_s = 0.0
         if self.next_seq is not None:
@@ -124,8 +128,10 @@ class StreamState:
                 restarted = True  # the sender restarted: begin a new stretch
                 gap_s = max(0.0, frame.t0 - self.t_end)
             elif frame.seq < self.next_seq:
-                raise WireError("duplicate" if frame.seq == self.next_seq - 1 else "out_of_order",
-                                f"{self.stream_id}: seq {frame.seq}, expected {self.next_seq}")
+                raise WireError(
+                    "duplicate" if frame.seq == self.next_seq - 1 else "out_of_order",
+                    f"{self.stream_id}: seq {frame.seq}, expected {self.next_seq}",
+                )
             else:
                 jump = frame.t0 - self.t_end
                 if jump < -GAP_TOLERANCE_S:
@@ -149,7 +155,7 @@ class StreamState:
 
     def _mark_gap(self, gap_s: float) -> None:
         """Missing data: fill the buffer with NaN for its length and start a new valid stretch."""
-        n = min(int(round(gap_s * MODEL_FS)), self.buffer.capacity)
+        n = min(round(gap_s * MODEL_FS), self.buffer.capacity)
         if n:
             self.buffer.write(np.full((2, n), np.nan, dtype=np.float32))
         self.valid_from = self.buffer.total

@@ -23,6 +23,7 @@ import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,7 +44,7 @@ class DType(IntEnum):
     FLOAT32 = 2
 
 
-_NP = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
+_NP: dict[DType, np.dtype[Any]] = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
 
 
 class WireError(ValueError):

@@ -86,7 +86,10 @@ async def replay(opts: ReplayOptions, stop: asyncio.Event | None = None) -> int:
         for r in recs:
             length = r.mv.shape[1] / r.fs
             rows.append({"stream_id": r.stream_id, "event": "SESSION", "onset": base_t, "end": base_t + length})
-            rows += [{"stream_id": r.stream_id, "event": ev, "onset": round(base_t + s, 3), "end": round(base_t + e, 3)} for ev, s, e in r.episodes]
+            rows += [
+                {"stream_id": r.stream_id, "event": ev, "onset": round(base_t + s, 3), "end": round(base_t + e, 3)}
+                for ev, s, e in r.episodes
+            ]
         write_truth(opts.truth, rows)
     frame_s = opts.frame_s
     n_frames = None if opts.loop else max(int(np.ceil(r.mv.shape[1] / (frame_s * r.fs))) for r in recs)
@@ -96,7 +99,7 @@ async def replay(opts: ReplayOptions, stop: asyncio.Event | None = None) -> int:
         async def step(k: int) -> bool:
             any_sent = False
             for r in recs:
-                n_per = int(round(frame_s * r.fs))
+                n_per = round(frame_s * r.fs)
                 total = r.mv.shape[1]
                 a = (k * n_per) % total if opts.loop else k * n_per
                 if a >= total:

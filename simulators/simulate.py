@@ -67,13 +67,22 @@ async def simulate(opts: SimulateOptions, stop: asyncio.Event | None = None) -> 
         patients.append((sid, SyntheticPatient(spec, opts.fs, np.random.default_rng(rng.integers(2**63)))))
         truth.append({"stream_id": sid, "event": "SESSION", "onset": t0, "end": t0 + opts.duration, "scenario": sc})
         for e in truth_events(spec):
-            truth.append({"stream_id": sid, "event": e.event, "onset": round(t0 + e.start, 3), "end": round(t0 + e.end, 3)})
+            truth.append(
+                {"stream_id": sid, "event": e.event, "onset": round(t0 + e.start, 3), "end": round(t0 + e.end, 3)}
+            )
     if opts.truth:
         write_truth(opts.truth, truth)
-    n_per = int(round(opts.frame_s * opts.fs))
+    n_per = round(opts.frame_s * opts.fs)
     frame_s = n_per / opts.fs
     n_frames = int(opts.duration / frame_s)
-    log.info("simulating %d patients (%s) for %.0f s at speed %g to %s", opts.patients, opts.scenario, opts.duration, opts.speed, opts.to)
+    log.info(
+        "simulating %d patients (%s) for %.0f s at speed %g to %s",
+        opts.patients,
+        opts.scenario,
+        opts.duration,
+        opts.speed,
+        opts.to,
+    )
     async with FrameSender(opts.to) as sender:
 
         async def step(k: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
@@ -99,13 +98,17 @@ def printer(opts: SubscribeOptions) -> Callable[[Alarm], None]:
         console.print(
             f"{when} [bold]{a.stream_id:<10}[/] {a.event:<9} {a.state:<8} {a.priority:<6} "
             f"conf {a.confidence:.2f} {a.source:<5} {a.explanation}",
-            style=STYLE.get(a.priority), highlight=False, soft_wrap=True,
+            style=STYLE.get(a.priority),
+            highlight=False,
+            soft_wrap=True,
         )
 
     return out_rich
 
 
-async def subscribe(opts: SubscribeOptions, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None) -> int:
+async def subscribe(
+    opts: SubscribeOptions, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None
+) -> int:
     """Print matching alarms until ``count`` arrive, ``duration`` passes or ``stop`` is set."""
     show = printer(opts)
     n = 0

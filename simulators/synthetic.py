@@ -51,12 +51,23 @@ def schedule(scenario: str, duration: float, rng: np.random.Generator) -> list[E
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}")
     eps: list[Episode] = []
     t = 20.0 + rng.uniform(0, 10)
-    kinds = {"normal": [], "af": ["AF"], "vt": ["VTACH"], "pause": ["PAUSE"], "mixed": ["AF", "VTACH", "PAUSE", "NOISE"]}[scenario]
+    kinds = {
+        "normal": [],
+        "af": ["AF"],
+        "vt": ["VTACH"],
+        "pause": ["PAUSE"],
+        "mixed": ["AF", "VTACH", "PAUSE", "NOISE"],
+    }[scenario]
     if not kinds:
         return eps
     while t < duration - 15:
         kind = kinds[int(rng.integers(len(kinds)))]
-        length = {"AF": rng.uniform(40, 90), "VTACH": rng.uniform(8, 25), "PAUSE": rng.uniform(3.5, 8.0), "NOISE": rng.uniform(3, 6)}[kind]
+        length = {
+            "AF": rng.uniform(40, 90),
+            "VTACH": rng.uniform(8, 25),
+            "PAUSE": rng.uniform(3.5, 8.0),
+            "NOISE": rng.uniform(3, 6),
+        }[kind]
         end = min(t + length, duration - 5)
         if kind == "PAUSE" or end - t >= 0.5 * length:
             eps.append(Episode(kind, round(t, 3), round(end, 3)))

@@ -17,8 +17,16 @@ FS = 250.0
 FRAME = 50  # 0.2 s
 
 
-async def _send_patient(url: str, sid: str, spec: PatientSpec, seconds: float, speed: float,
-                        t0: float = 1_000_000.0, skip: set[int] | None = None, seed: int = 0) -> None:
+async def _send_patient(
+    url: str,
+    sid: str,
+    spec: PatientSpec,
+    seconds: float,
+    speed: float,
+    t0: float = 1_000_000.0,
+    skip: set[int] | None = None,
+    seed: int = 0,
+) -> None:
     p = SyntheticPatient(spec, FS, np.random.default_rng(seed))
     async with FrameSender(url) as tx:
         for k in range(int(seconds * FS / FRAME)):
@@ -69,7 +77,7 @@ async def test_bad_frames_are_counted_and_do_not_hurt_a_good_stream() -> None:
     async with running_monitor() as h:
         async with FrameSender(h.ingest) as tx:
             await tx.send("x", b"garbage")
-            await tx.send("x", encode("nan", 0, 1.0, 250.0, np.array([[np.nan] * 10, [0.0] * 10]))),
+            (await tx.send("x", encode("nan", 0, 1.0, 250.0, np.array([[np.nan] * 10, [0.0] * 10]))),)
             await tx.send("x", encode("dup", 0, 1.0, 250.0, np.zeros((2, 50))))
             await tx.send("x", encode("dup", 0, 1.0, 250.0, np.zeros((2, 50))))
         await _send_patient(h.ingest, "good", PatientSpec(70.0, [Episode("VTACH", 25.0, 40.0)]), 40.0, speed=20.0)

@@ -39,7 +39,9 @@ def _bad_frames(rng: np.random.Generator, n: int) -> list[bytes]:
         elif kind == 6:
             out.append(encode("fz-seq", int(rng.integers(0, 5)), 10.0, FS, np.zeros((2, 50))))  # replays
         else:
-            out.append(encode("fz-gain", 0, 10.0, FS, np.zeros((2, 50), dtype=np.int16), DType.INT16, gain=float("nan")))
+            out.append(
+                encode("fz-gain", 0, 10.0, FS, np.zeros((2, 50), dtype=np.int16), DType.INT16, gain=float("nan"))
+            )
     return out
 
 
@@ -61,7 +63,11 @@ async def test_fuzzed_frames_leave_daemon_alive_and_correct() -> None:
         assert await wait_for(lambda: h.got("good", "VTACH"), 15.0), "the good stream lost its alarm"
         assert await wait_for(lambda: h.metric("ecg_frames_ingested_total", {"transport": "zmq"}) >= 250, 10.0)
         rejected = sum(
-            s.value for m in h.registry.collect() if m.name == "ecg_frames_rejected" for s in m.samples if s.name.endswith("_total")
+            s.value
+            for m in h.registry.collect()
+            if m.name == "ecg_frames_rejected"
+            for s in m.samples
+            if s.name.endswith("_total")
         )
         assert rejected >= 2500
         good = h.monitor.streams["good"]

@@ -17,7 +17,9 @@ from tests.helpers import running_monitor, wait_for
 FS = 250.0
 
 
-async def _send(url: str, sid: str, spec: PatientSpec, k0: int, k1: int, p: SyntheticPatient, speed: float = 20.0) -> None:
+async def _send(
+    url: str, sid: str, spec: PatientSpec, k0: int, k1: int, p: SyntheticPatient, speed: float = 20.0
+) -> None:
     async with FrameSender(url) as tx:
         for k in range(k0, k1):
             await tx.send(sid, encode(sid, k, 2000.0 + k * 0.2, FS, p.chunk(50), DType.INT16, 200.0))
@@ -73,7 +75,10 @@ async def test_mqtt_ingest_survives_broker_restart(broker: Broker) -> None:
 
 async def test_two_shards_share_one_broker(broker: Broker) -> None:
     ids = [f"bed-{i}" for i in range(6)]
-    async with running_monitor(ingest=(broker.url,), shard="0/2") as h0, running_monitor(ingest=(broker.url,), shard="1/2") as h1:
+    async with (
+        running_monitor(ingest=(broker.url,), shard="0/2") as h0,
+        running_monitor(ingest=(broker.url,), shard="1/2") as h1,
+    ):
         await asyncio.sleep(1.0)
         async with FrameSender(broker.url) as tx:
             for k in range(20):

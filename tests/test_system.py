@@ -14,7 +14,9 @@ from tests.conftest import CLI, free_port, wait_port
 
 
 def _start(*args: str, out: Path | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, *args], stdout=out.open("w") if out else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*CLI, *args], stdout=out.open("w") if out else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _stop(p: subprocess.Popen[str], timeout: float = 30) -> int:
@@ -28,16 +30,28 @@ def _stop(p: subprocess.Popen[str], timeout: float = 30) -> int:
 
 def _daemon(tmp: Path, zin: int, zout: int, metrics: int = 0) -> subprocess.Popen[str]:
     d = _start(
-        "run", "--no-console", "--metrics-port", str(metrics), "--ingest", f"tcp://127.0.0.1:{zin}",
-        "--alarms", f"tcp://127.0.0.1:{zout}", "--journal", str(tmp / "journal.jsonl"),
+        "run",
+        "--no-console",
+        "--metrics-port",
+        str(metrics),
+        "--ingest",
+        f"tcp://127.0.0.1:{zin}",
+        "--alarms",
+        f"tcp://127.0.0.1:{zout}",
+        "--journal",
+        str(tmp / "journal.jsonl"),
     )
     wait_port(zin, 30)
     return d
 
 
 def _score(truth: Path, alarms: Path) -> dict[str, object]:
-    out = subprocess.run([*CLI, "score", "--truth", str(truth), "--alarms", str(alarms), "--json"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*CLI, "score", "--truth", str(truth), "--alarms", str(alarms), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -51,9 +65,27 @@ def test_simulated_ward_every_vtach_and_pause_alarmed(tmp_path: Path) -> None:
     time.sleep(1.0)
     truth = tmp_path / "truth.jsonl"
     sim = subprocess.run(
-        [*CLI, "simulate", "--to", f"tcp://127.0.0.1:{zin}", "--scenario", "mixed", "--patients", "6",
-         "--duration", "180", "--speed", "6", "--seed", "3", "--truth", str(truth)],
-        capture_output=True, text=True, timeout=120,
+        [
+            *CLI,
+            "simulate",
+            "--to",
+            f"tcp://127.0.0.1:{zin}",
+            "--scenario",
+            "mixed",
+            "--patients",
+            "6",
+            "--duration",
+            "180",
+            "--speed",
+            "6",
+            "--seed",
+            "3",
+            "--truth",
+            str(truth),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert sim.returncode == 0, sim.stderr
     time.sleep(2.0)
@@ -101,9 +133,26 @@ def test_replayed_real_vt_raises_vtach_alarm(data_dir: Path, tmp_path: Path, rec
     time.sleep(1.0)
     start = onset - 40.0
     rp = subprocess.run(
-        [*CLI, "replay", str(data_dir / record), "--to", f"tcp://127.0.0.1:{zin}", "--start", str(start),
-         "--duration", str(min(end, onset + 30) - start), "--speed", "8", "--t0", "0", "--truth", str(tmp_path / "t.jsonl")],
-        capture_output=True, text=True, timeout=120,
+        [
+            *CLI,
+            "replay",
+            str(data_dir / record),
+            "--to",
+            f"tcp://127.0.0.1:{zin}",
+            "--start",
+            str(start),
+            "--duration",
+            str(min(end, onset + 30) - start),
+            "--speed",
+            "8",
+            "--t0",
+            "0",
+            "--truth",
+            str(tmp_path / "t.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert rp.returncode == 0, rp.stderr
     time.sleep(2.0)

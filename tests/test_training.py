@@ -26,7 +26,11 @@ def test_training_is_reproducible_from_seed(data_dir: Path, tmp_path: Path) -> N
     from classifier.training.train import TrainConfig, train
 
     for name in ("a", "b"):
-        train(TrainConfig(max_epochs=1, epoch_size=32, batch_size=16, limit_records=2, out_dir=str(tmp_path / name), seed=3))
+        train(
+            TrainConfig(
+                max_epochs=1, epoch_size=32, batch_size=16, limit_records=2, out_dir=str(tmp_path / name), seed=3
+            )
+        )
     a = torch.load(tmp_path / "a" / "ecgnet.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "ecgnet.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)

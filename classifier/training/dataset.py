@@ -14,7 +14,7 @@ from classifier.training.augment import augment, splice_pause
 from classifier.training.labels import label_window
 from classifier.training.records import Record
 
-CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+CLASS_INDEX: dict[str, int] = {c: i for i, c in enumerate(CLASSES)}
 
 
 @dataclass(slots=True)
@@ -95,14 +95,14 @@ class BalancedEpochs:
         self.mix = mix
         self.rng = np.random.default_rng(seed)
         self.with_beats = [i for i, r in enumerate(records) if r.beats.size > 100]
-        self.by_class = {c: np.flatnonzero(idx.label == CLASS_INDEX[c]) for c in CLASSES}
+        self.by_class: dict[str, NDArray[np.intp]] = {c: np.flatnonzero(idx.label == CLASS_INDEX[c]) for c in CLASSES}
 
     def epoch(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         rng = self.rng
         xs: list[NDArray[np.float32]] = []
         ys: list[int] = []
         for cls, frac in self.mix.items():
-            n = int(round(self.size * frac))
+            n = round(self.size * frac)
             pool = self.by_class[cls]
             n_real = n if cls != "PAUSE" else min(n // 4, pool.size * 4)
             if pool.size and n_real:

@@ -56,7 +56,9 @@ def predict_split(
     return {"names": names, "idx": idx, "probs": probs, "rules": rules_pred, "clf": clf}
 
 
-def evaluate_windows(split: str = "test", data: Path | None = None, model_path: str | Path | None = None) -> dict[str, Any]:
+def evaluate_windows(
+    split: str = "test", data: Path | None = None, model_path: str | Path | None = None
+) -> dict[str, Any]:
     """Per-class figures of the model and the rules on one split (used by the floor test)."""
     p = predict_split(split, data, model_path)
     idx = p["idx"]
@@ -67,7 +69,7 @@ def evaluate_windows(split: str = "test", data: Path | None = None, model_path: 
         m = confusion(y, pred)
         stats = per_class(m)
         for c, i in zip(CLASSES, range(len(CLASSES)), strict=True):
-            stats[c]["records"] = int(len({int(r) for r in idx.rec[y == i]}))
+            stats[c]["records"] = len({int(r) for r in idx.rec[y == i]})
         out[name] = stats
         out[name + "_confusion"] = m.tolist()
         normal = y == 0
@@ -77,15 +79,17 @@ def evaluate_windows(split: str = "test", data: Path | None = None, model_path: 
         sel = idx.rec == r_i
         if not sel.any():
             continue
-        per_record.append({
-            "record": n,
-            "windows": int(sel.sum()),
-            "labels": dict(Counter(CLASSES[int(v)] for v in y[sel])),
-            "model_acc": float((model_pred[sel] == y[sel]).mean()),
-            "rules_acc": float((p["rules"][sel] == y[sel]).mean()),
-            "model_false_alarms": int(((model_pred[sel] != 0) & (y[sel] == 0)).sum()),
-            "rules_false_alarms": int(((p["rules"][sel] != 0) & (y[sel] == 0)).sum()),
-        })
+        per_record.append(
+            {
+                "record": n,
+                "windows": int(sel.sum()),
+                "labels": dict(Counter(CLASSES[int(v)] for v in y[sel])),
+                "model_acc": float((model_pred[sel] == y[sel]).mean()),
+                "rules_acc": float((p["rules"][sel] == y[sel]).mean()),
+                "model_false_alarms": int(((model_pred[sel] != 0) & (y[sel] == 0)).sum()),
+                "rules_false_alarms": int(((p["rules"][sel] != 0) & (y[sel] == 0)).sum()),
+            }
+        )
     out["per_record"] = per_record
     return out
 
@@ -97,14 +101,18 @@ def calibrate_model(model_path: str | Path | None = None, data: Path | None = No
     card_path = Path(model_path or default_model_path()).with_name("model_card.json")
     card = json.loads(card_path.read_text())
     card["thresholds"] = thresholds
-    card["thresholds_note"] = "per event, the lowest probability at which at most 0.5% of validation NORMAL windows pass"
+    card["thresholds_note"] = (
+        "per event, the lowest probability at which at most 0.5% of validation NORMAL windows pass"
+    )
     stats = per_class(confusion(p["idx"].label, decide(p["probs"], thresholds)))
     card["metrics_val"] = {c: stats[c] for c in CLASSES}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return thresholds
 
 
-def qrs_compare(data: Path | None = None, records: list[str] | None = None, seconds: float | None = None) -> dict[str, Any]:
+def qrs_compare(
+    data: Path | None = None, records: list[str] | None = None, seconds: float | None = None
+) -> dict[str, Any]:
     """Our detector and wfdb's XQRS on the same mitdb records, 150 ms match window.
 
     Beats inside ventricular flutter/fibrillation ('[' to ']') are left out, as EC57 does.
@@ -152,9 +160,21 @@ def qrs_compare(data: Path | None = None, records: list[str] | None = None, seco
     summary = {}
     for name in ("ours", "xqrs"):
         tp, fn, fp = (int(v) for v in tot[name])
-        summary[name] = {"tp": tp, "fn": fn, "fp": fp, "se": tp / (tp + fn), "ppv": tp / (tp + fp), "seconds": secs[name]}
-    return {"records": names, "seconds_per_record": seconds, "summary": summary, "rows": rows,
-            "speed_ratio": secs["xqrs"] / max(secs["ours"], 1e-9)}
+        summary[name] = {
+            "tp": tp,
+            "fn": fn,
+            "fp": fp,
+            "se": tp / (tp + fn),
+            "ppv": tp / (tp + fp),
+            "seconds": secs[name],
+        }
+    return {
+        "records": names,
+        "seconds_per_record": seconds,
+        "summary": summary,
+        "rows": rows,
+        "speed_ratio": secs["xqrs"] / max(secs["ours"], 1e-9),
+    }
 
 
 def _fmt(v: float) -> str:
@@ -264,7 +284,9 @@ def evaluate(
     ]
     for name, label in (("ours", "ecg-monitor"), ("xqrs", "wfdb XQRS")):
         d = s[name]
-        lines.append(f"| {label} | {d['tp']} | {d['fn']} | {d['fp']} | {100 * d['se']:.2f}% | {100 * d['ppv']:.2f}% | {d['seconds']:.1f} |")
+        lines.append(
+            f"| {label} | {d['tp']} | {d['fn']} | {d['fp']} | {100 * d['se']:.2f}% | {100 * d['ppv']:.2f}% | {d['seconds']:.1f} |"
+        )
     lines += ["", f"XQRS takes {qrs['speed_ratio']:.1f} times as long as ours on the same records.", ""]
     (out / "evaluation.md").write_text("\n".join(lines) + "\n")
     (out / "evaluation.json").write_text(json.dumps({"windows": res, "qrs": qrs}, indent=1, default=float) + "\n")
@@ -273,11 +295,25 @@ def evaluate(
             "split": split,
             "records": res["records"],
             "windows": res["windows"],
-            "model": {c: {"sens": _round(res["model"][c]["sens"]), "ppv": _round(res["model"][c]["ppv"]), "n": res["model"][c]["n"]} for c in CLASSES},
-            "rules": {c: {"sens": _round(res["rules"][c]["sens"]), "ppv": _round(res["rules"][c]["ppv"])} for c in CLASSES},
-            "false_alarm_rate_normal": {"model": _round(res["model_false_alarm_rate"]), "rules": _round(res["rules_false_alarm_rate"])},
+            "model": {
+                c: {
+                    "sens": _round(res["model"][c]["sens"]),
+                    "ppv": _round(res["model"][c]["ppv"]),
+                    "n": res["model"][c]["n"],
+                }
+                for c in CLASSES
+            },
+            "rules": {
+                c: {"sens": _round(res["rules"][c]["sens"]), "ppv": _round(res["rules"][c]["ppv"])} for c in CLASSES
+            },
+            "false_alarm_rate_normal": {
+                "model": _round(res["model_false_alarm_rate"]),
+                "rules": _round(res["rules_false_alarm_rate"]),
+            },
         }
-        card["qrs_detector"] = {k: {kk: _round(vv) for kk, vv in v.items() if kk in ("se", "ppv")} for k, v in s.items()}
+        card["qrs_detector"] = {
+            k: {kk: _round(vv) for kk, vv in v.items() if kk in ("se", "ppv")} for k, v in s.items()
+        }
         card_path.write_text(json.dumps(card, indent=2) + "\n")
     log.info("wrote %s", out / "evaluation.md")
     return res

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,9 +29,9 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def per_class(m: NDArray[np.int64]) -> dict[str, dict[str, float]]:
+def per_class(m: NDArray[np.int64]) -> dict[str, dict[str, Any]]:
     """Sensitivity, PPV, F1 and their counts for each class of a confusion matrix."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for i, c in enumerate(CLASSES):
         tp = int(m[i, i])
         n = int(m[i].sum())
@@ -39,7 +40,13 @@ def per_class(m: NDArray[np.int64]) -> dict[str, dict[str, float]]:
         ppv = tp / called if called else math.nan
         f1 = 2 * tp / (n + called) if n + called else 0.0
         out[c] = {
-            "n": n, "called": called, "tp": tp, "sens": sens, "ppv": ppv, "f1": f1,
-            "sens_ci": wilson(tp, n), "ppv_ci": wilson(tp, called),
-        }  # type: ignore[dict-item]
+            "n": n,
+            "called": called,
+            "tp": tp,
+            "sens": sens,
+            "ppv": ppv,
+            "f1": f1,
+            "sens_ci": wilson(tp, n),
+            "ppv_ci": wilson(tp, called),
+        }
     return out

@@ -79,7 +79,9 @@ class Record:
     beats: NDArray[np.int64]
 
 
-def _annotations(path: str, fs_in: float, n_samples: int, pause_threshold_s: float) -> tuple[list[Episode], NDArray[np.int64]]:
+def _annotations(
+    path: str, fs_in: float, n_samples: int, pause_threshold_s: float
+) -> tuple[list[Episode], NDArray[np.int64]]:
     """Episodes and beat positions of a record, mapped onto the model rate."""
     import wfdb
 

@@ -46,15 +46,16 @@ class TrainConfig:
     data_dir: str | None = None
     limit_records: int | None = None
     rhythm_only: float = 0.15
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13}
-    )
+    mix: dict[str, float] = field(default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13})
 
 
 def _git_version() -> str:
     try:
         out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5,
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).parent,
         )
         return out.stdout.strip() or "unknown"
@@ -135,7 +136,10 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         score = float(np.mean([stats[c]["f1"] for c in present])) if present else 0.0
         history.append({"epoch": epoch, "loss": total / max(1, len(ys)), "val_macro_f1": score})
         log.info(
-            "epoch %d loss %.4f val macro-F1 %.3f %s (%.0fs)", epoch, total / max(1, len(ys)), score,
+            "epoch %d loss %.4f val macro-F1 %.3f %s (%.0fs)",
+            epoch,
+            total / max(1, len(ys)),
+            score,
             {c: (round(stats[c]["sens"], 3), round(stats[c]["ppv"], 3)) for c in CLASSES},
             time.perf_counter() - te,
         )
@@ -170,7 +174,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         },
         "training": {
             "config": asdict(cfg),
-            "command": "ecg-monitor train --seed %d" % cfg.seed,
+            "command": f"ecg-monitor train --seed {cfg.seed}",
             "code_version": _git_version(),
             "records_train": train_names,
             "records_val": val_names,
