@@ -347,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train the network on the shared databases")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=_positive(int), default=40)
+    t.add_argument("--epochs", type=_positive(int), default=30)
     t.add_argument("--epoch-size", type=_positive(int), default=6000)
-    t.add_argument("--patience", type=_positive(int), default=8)
+    t.add_argument("--patience", type=_positive(int), default=6)
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=_positive(int), default=2)
     t.add_argument("--out", default="models")

@@ -34,18 +34,18 @@ class TrainConfig:
     """Everything that decides a training run; stored in the model card."""
 
     seed: int = 0
-    max_epochs: int = 40
+    max_epochs: int = 30
     epoch_size: int = 6000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-3
-    patience: int = 8
+    patience: int = 6
     threads: int = 2
     device: str = "cpu"
     out_dir: str = "models"
     data_dir: str | None = None
     limit_records: int | None = None
-    rhythm_only: float = 0.15
+    rhythm_only: float = 0.0
     mix: dict[str, float] = field(default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13})
 
 
