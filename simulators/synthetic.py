@@ -56,7 +56,7 @@ def schedule(scenario: str, duration: float, rng: np.random.Generator) -> list[E
         "af": ["AF"],
         "vt": ["VTACH"],
         "pause": ["PAUSE"],
-        "mixed": ["AF", "VTACH", "PAUSE", "NOISE"],
+        "mixed": ["AF", "VTACH", "PAUSE", "NOISE", "LEAD_OFF"],
     }[scenario]
     if not kinds:
         return eps
@@ -67,6 +67,7 @@ def schedule(scenario: str, duration: float, rng: np.random.Generator) -> list[E
             "VTACH": rng.uniform(8, 25),
             "PAUSE": rng.uniform(3.5, 8.0),
             "NOISE": rng.uniform(3, 6),
+            "LEAD_OFF": rng.uniform(3, 8),
         }[kind]
         end = min(t + length, duration - 5)
         if kind == "PAUSE" or end - t >= 0.5 * length:

@@ -77,7 +77,7 @@ def test_simulated_ward_every_vtach_and_pause_alarmed(tmp_path: Path) -> None:
             "--duration",
             "180",
             "--speed",
-            "6",
+            "4",
             "--seed",
             "3",
             "--truth",

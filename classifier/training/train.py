@@ -40,6 +40,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     patience: int = 6
+    min_epochs: int = 5  # earlier epochs are not eligible as "best": the small validation set is too noisy
     threads: int = 2
     device: str = "cpu"
     out_dir: str = "models"
@@ -143,6 +144,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             {c: (round(stats[c]["sens"], 3), round(stats[c]["ppv"], 3)) for c in CLASSES},
             time.perf_counter() - te,
         )
+        if epoch < min(cfg.min_epochs, cfg.max_epochs):
+            continue
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
