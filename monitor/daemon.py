@@ -52,8 +52,10 @@ from monitor.wire import WireError, decode
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
-#: A NORMAL call less confident than this makes the stream's next evaluation come at half the hop.
+#: A NORMAL call less confident than this makes the stream a suspect: evaluated every quarter hop.
 SUSPECT_BELOW = 0.8
+#: Suspect streams are evaluated this many times as often, so an onset is confirmed quickly.
+SUSPECT_HOP_DIVISOR = 4
 FORGET_STREAM_S = 600.0
 
 
@@ -232,7 +234,7 @@ class Monitor:
         elif stream.gap_open:
             self._observe(stream.stream_id, NO_SIGNAL, Observation(False, stream.t_end))
         self._check_pause(stream)
-        hop = self.config.hop_s / 2 if stream.suspect else self.config.hop_s
+        hop = self.config.hop_s / SUSPECT_HOP_DIVISOR if stream.suspect else self.config.hop_s
         if stream.buffer.total - stream.last_eval_total >= hop * MODEL_FS:
             stream.last_eval_total = stream.buffer.total
             if stream.stream_id in self._due:
@@ -330,7 +332,7 @@ class Monitor:
             self.metrics.rules_only.inc(self.config.hop_s)
         if st is not None:
             st.current, st.confidence, st.heart_rate = res.event, res.confidence, res.heart_rate_bpm
-            # Anything but a confident NORMAL is looked at again after half a hop.
+            # Anything but a confident NORMAL is looked at again after a quarter hop (0.5 s by default).
             st.suspect = res.event != "NORMAL" or res.confidence < SUSPECT_BELOW
         for event in ("VTACH", "AF"):
             present = res.event == event
