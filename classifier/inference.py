@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +24,7 @@ from classifier.rules import RuleBasedClassifier
 log = logging.getLogger(__name__)
 
 MODEL_ENV = "ECG_MONITOR_MODEL"
+PRECISIONS = ("float32", "bfloat16", "auto")
 #: Hop between model segments when a long window is scanned (model samples): 5 s.
 SCAN_HOP = SEGMENT_LEN // 2
 
@@ -43,7 +45,15 @@ class MLECGClassifier:
     Thread-safe: the daemon calls it from an executor thread.
     """
 
-    def __init__(self, model_path: str | Path | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path | None = None, threads: int | None = None, precision: str = "float32"
+    ) -> None:
+        """``precision``: "float32", "bfloat16" (CPU autocast; 99.98% agreement with float32 on
+        validation windows, see reports/bench.md) or "auto" (whichever runs faster here).
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        self.precision = "float32"
         self.rules = RuleBasedClassifier()
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self.card: dict[str, Any] = {}
@@ -55,6 +65,7 @@ class MLECGClassifier:
         self._torch: Any = None
         try:
             self._load(threads)
+            self.precision = self._choose_precision(precision)
         except Exception as exc:  # any broken or missing model means fallback, never a crash
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.warning("model %s not loaded (%s); using the rule-based classifier", self.model_path, self.load_error)
@@ -84,6 +95,22 @@ class MLECGClassifier:
         self.version = str(self.card.get("version", self.model_path.name))
         self.thresholds = {k: float(v) for k, v in self.card.get("thresholds", {}).items()}
 
+    def _choose_precision(self, wanted: str) -> str:
+        if wanted != "auto":
+            return wanted
+        torch = self._torch
+        x = torch.zeros(32, 3, SEGMENT_LEN)
+        timing = {}
+        for name in ("float32", "bfloat16"):
+            self.precision = name
+            self.predict_segments(x.numpy())  # warm up
+            t = time.perf_counter()
+            self.predict_segments(x.numpy())
+            timing[name] = time.perf_counter() - t
+        best = min(timing, key=timing.__getitem__)
+        log.info("inference precision %s (batch of 32: %s)", best, {k: f"{v * 1000:.0f} ms" for k, v in timing.items()})
+        return best
+
     # -- batched core -------------------------------------------------------------------
 
     def predict_segments(self, segments: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -91,8 +118,13 @@ class MLECGClassifier:
         if self._model is None:
             raise RuntimeError("no model loaded")
         torch = self._torch
-        with self._lock, torch.inference_mode():
-            logits = self._model(torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32)))
+        x = torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32))
+        with (
+            self._lock,
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"),
+        ):
+            logits = self._model(x).float()
             probs: NDArray[np.float64] = torch.softmax(logits, dim=1).double().numpy()
         return probs
 

@@ -42,6 +42,7 @@ class MonitorConfig:
     max_batch: int = 256
     log_level: str = "INFO"
     mqtt_topic: str = "ecg/+/samples"
+    precision: str = "auto"  # network arithmetic: float32, bfloat16, or auto (the faster here)
 
     def __post_init__(self) -> None:
         for key in ("ingest", "alarms"):
@@ -65,6 +66,7 @@ class MonitorConfig:
         _check(self.max_streams >= 1, "max_streams", "must be positive")
         _check(1 <= self.max_batch <= 4096, "max_batch", "must be 1-4096")
         _check(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "DEBUG/INFO/WARNING/ERROR")
+        _check(self.precision in ("float32", "bfloat16", "auto"), "precision", "float32, bfloat16 or auto")
         self.shard_index()  # validates
 
     def shard_index(self) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, suppress
 from dataclasses import replace
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
@@ -122,10 +123,14 @@ class Monitor:
             if cfg.rules_only:
                 self.classifier = RuleBasedClassifier()
             else:
-                self.classifier = await loop.run_in_executor(self._executor, MLECGClassifier, cfg.model_path)
+                self.classifier = await loop.run_in_executor(
+                    self._executor, partial(MLECGClassifier, cfg.model_path, precision=cfg.precision)
+                )
         clf = self.classifier
         self.model_version = getattr(clf, "version", "rules")
-        self.metrics.model.info({"version": self.model_version, "source": clf.source})
+        self.metrics.model.info(
+            {"version": self.model_version, "source": clf.source, "precision": getattr(clf, "precision", "-")}
+        )
         try:
             self._ctx = zmq.asyncio.Context()
             sinks = [make_sink(u, self._ctx, on_drop=self._on_sink_drop) for u in cfg.alarms]
