@@ -84,6 +84,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         shard=a.shard,
         console=False if a.no_console else None,
         log_level=a.log_level,
+        precision=a.precision,
     )
     _setup_logging(cfg.log_level)
     return run(cfg, duration_s=a.duration)
@@ -287,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pause-threshold", type=_positive(), help="R-R gap that is a pause, s (default 3)")
     r.add_argument("--model", help="model weights (default: shipped model, or $ECG_MONITOR_MODEL)")
     r.add_argument("--rules-only", action="store_true", help="use the rule-based classifier only")
+    r.add_argument("--precision", choices=["float32", "bfloat16", "auto"], help="network arithmetic (default auto)")
     r.add_argument("--shard", help="K/N: keep only streams whose id hashes to K of N")
     r.add_argument("--no-console", action="store_true", help="no live console")
     r.add_argument("--duration", type=_positive(), help="stop after this many seconds")
