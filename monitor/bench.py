@@ -15,6 +15,7 @@ import platform
 import resource
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -265,69 +266,48 @@ def inference(quick: bool) -> dict[str, Any]:
 # -- 3. alarm latency -------------------------------------------------------------------
 
 
-async def _latency_sim(seconds: float, patients: int, speed: float) -> dict[str, Any]:
+async def _latency_run(feed: Callable[[str, str], Awaitable[object]]) -> dict[str, Any]:
+    """Run a daemon, let ``feed(ingest_url, truth_path)`` stream into it, score its journal."""
     from monitor.alarms import Alarm
     from monitor.config import MonitorConfig
     from monitor.daemon import Monitor
     from simulators.score import read_jsonl, score
-    from simulators.simulate import SimulateOptions, simulate
 
     tmp = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
-    zin = _free_port()
     cfg = MonitorConfig(
-        ingest=(f"tcp://127.0.0.1:{zin}",),
+        ingest=(f"tcp://127.0.0.1:{_free_port()}",),
         alarms=(f"tcp://127.0.0.1:{_free_port()}",),
         journal=str(tmp / "j.jsonl"),
         metrics_port=0,
         console=False,
     )
     async with Monitor(cfg):
-        await simulate(
-            SimulateOptions(
-                to=cfg.ingest[0],
-                patients=patients,
-                scenario="mixed",
-                duration=seconds,
-                speed=speed,
-                seed=11,
-                truth=str(tmp / "t.jsonl"),
-            )
-        )
+        await feed(cfg.ingest[0], str(tmp / "t.jsonl"))
         await asyncio.sleep(2.0)
     alarms = [Alarm.from_json(x) for x in (tmp / "j.jsonl").read_text().splitlines() if x.strip()]
     return score(read_jsonl(tmp / "t.jsonl"), alarms)
+
+
+async def _latency_sim(seconds: float, patients: int, speed: float) -> dict[str, Any]:
+    from simulators.simulate import SimulateOptions, simulate
+
+    return await _latency_run(
+        lambda url, truth: simulate(
+            SimulateOptions(
+                to=url, patients=patients, scenario="mixed", duration=seconds, speed=speed, seed=11, truth=truth
+            )
+        )
+    )
 
 
 async def _latency_replay(records: list[str], speed: float, seconds: float | None) -> dict[str, Any]:
-    from monitor.alarms import Alarm
-    from monitor.config import MonitorConfig
-    from monitor.daemon import Monitor
     from simulators.replay import ReplayOptions, replay
-    from simulators.score import read_jsonl, score
 
-    tmp = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
-    zin = _free_port()
-    cfg = MonitorConfig(
-        ingest=(f"tcp://127.0.0.1:{zin}",),
-        alarms=(f"tcp://127.0.0.1:{_free_port()}",),
-        journal=str(tmp / "j.jsonl"),
-        metrics_port=0,
-        console=False,
-    )
-    async with Monitor(cfg):
-        await replay(
-            ReplayOptions(
-                records=tuple(records),
-                to=cfg.ingest[0],
-                speed=speed,
-                duration=seconds,
-                t0=0.0,
-                truth=str(tmp / "t.jsonl"),
-            )
+    return await _latency_run(
+        lambda url, truth: replay(
+            ReplayOptions(records=tuple(records), to=url, speed=speed, duration=seconds, t0=0.0, truth=truth)
         )
-        await asyncio.sleep(2.0)
-    alarms = [Alarm.from_json(x) for x in (tmp / "j.jsonl").read_text().splitlines() if x.strip()]
-    return score(read_jsonl(tmp / "t.jsonl"), alarms)
+    )
 
 
 # -- 5. ingest --------------------------------------------------------------------------

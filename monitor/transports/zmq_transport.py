@@ -20,6 +20,20 @@ log = logging.getLogger(__name__)
 RCVHWM = 100_000
 
 
+def bind(ctx: zmq.asyncio.Context, kind: int, endpoint: Endpoint, what: str, **opts: int) -> zmq.asyncio.Socket:
+    """A socket of ``kind`` bound at ``endpoint``; a bind failure becomes an OSError naming ``what``."""
+    sock = ctx.socket(kind)
+    for opt, value in opts.items():
+        sock.setsockopt(getattr(zmq, opt), value)
+    try:
+        sock.bind(endpoint.zmq_addr)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise OSError(f"cannot bind ZeroMQ {what} at {endpoint}: {exc}") from exc
+    log.info("ZeroMQ %s bound at %s", what, endpoint)
+    return sock
+
+
 class ZmqSource:
     """Binds a PULL socket; any number of senders PUSH frames to it."""
 
@@ -30,16 +44,7 @@ class ZmqSource:
         self._sock: zmq.asyncio.Socket | None = None
 
     async def __aenter__(self) -> Self:
-        sock = self._ctx.socket(zmq.PULL)
-        sock.setsockopt(zmq.RCVHWM, RCVHWM)
-        sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.bind(self.endpoint.zmq_addr)
-        except zmq.ZMQError as exc:
-            sock.close()
-            raise OSError(f"cannot bind ZeroMQ ingest at {self.endpoint}: {exc}") from exc
-        self._sock = sock
-        log.info("ZeroMQ ingest bound at %s", self.endpoint)
+        self._sock = bind(self._ctx, zmq.PULL, self.endpoint, "ingest", RCVHWM=RCVHWM, LINGER=0)
         return self
 
     async def __aexit__(
@@ -67,15 +72,7 @@ class ZmqAlarmSink:
         self._sock: zmq.asyncio.Socket | None = None
 
     async def __aenter__(self) -> Self:
-        sock = self._ctx.socket(zmq.PUB)
-        sock.setsockopt(zmq.LINGER, 1000)
-        try:
-            sock.bind(self.endpoint.zmq_addr)
-        except zmq.ZMQError as exc:
-            sock.close()
-            raise OSError(f"cannot bind ZeroMQ alarms at {self.endpoint}: {exc}") from exc
-        self._sock = sock
-        log.info("ZeroMQ alarms published at %s", self.endpoint)
+        self._sock = bind(self._ctx, zmq.PUB, self.endpoint, "alarms", LINGER=1000)
         return self
 
     async def __aexit__(
