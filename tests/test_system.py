@@ -165,3 +165,6 @@ def test_replayed_real_vt_raises_vtach_alarm(data_dir: Path, tmp_path: Path, rec
     assert abs(onsets[0]["onset_time"] - onset) <= 10.0, (onsets[0], onset)
     truth = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert any(t["event"] == "VTACH" and abs(t["onset"] - onset) < 0.01 for t in truth)
+    # Scored like the simulated ward: the annotated VT episode counts as alarmed.
+    vt = _score(tmp_path / "t.jsonl", alarms)["events"]["VTACH"]  # type: ignore[index]
+    assert vt["detected"] >= 1 and vt["latency_p50_s"] <= 10.0, vt
