@@ -64,7 +64,6 @@ def detect_from_energy(filt: NDArray[np.float64], mwi: NDArray[np.float64], fs: 
     npk = float(np.mean(mwi[: int(2 * fs)])) * 0.5
     rr_avg = 0.8 * fs
     beats: list[int] = []
-    beat_heights: list[float] = []
     last_slope = 0.0
     pending: list[int] = []  # candidates rejected since the last beat, for search-back
     t_win = int(_T_WAVE_WINDOW_S * fs)
@@ -85,7 +84,6 @@ def detect_from_energy(filt: NDArray[np.float64], mwi: NDArray[np.float64], fs: 
             if cand:
                 q = max(cand, key=lambda c: float(mwi[c]))
                 beats.append(q)
-                beat_heights.append(float(mwi[q]))
                 spk = 0.25 * float(mwi[q]) + 0.75 * spk
                 last_slope = slope_at(q)
             pending = []
@@ -100,7 +98,6 @@ def detect_from_energy(filt: NDArray[np.float64], mwi: NDArray[np.float64], fs: 
                 rr = p - beats[-1]
                 rr_avg = 0.875 * rr_avg + 0.125 * rr if 0.3 * fs < rr < 3.0 * fs else rr_avg
             beats.append(p)
-            beat_heights.append(h)
             # Follow a drop in QRS energy (a wide ventricular rhythm) quickly, a rise slowly.
             spk = 0.5 * h + 0.5 * spk if h < 0.5 * spk else 0.125 * h + 0.875 * spk
             last_slope = s

@@ -16,7 +16,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, suppress
-from dataclasses import replace
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
@@ -35,7 +34,6 @@ from monitor.alarms import (
     NO_SIGNAL,
     PRIORITY,
     Alarm,
-    AlarmPolicy,
     EventTracker,
     Observation,
 )
@@ -110,8 +108,6 @@ class Monitor:
         self._ctx: zmq.asyncio.Context | None = None
         self._bus: AlarmBus | None = None
         self._rejects = RateLimitedLog(log)
-        self._policies = dict(DEFAULT_POLICIES)
-        self._policies["PAUSE"] = replace(DEFAULT_POLICIES["PAUSE"])
         self.model_version = "rules"
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -360,16 +356,13 @@ class Monitor:
 
     # -- alarms -------------------------------------------------------------------------
 
-    def _policy(self, event: str) -> AlarmPolicy:
-        return self._policies[event]
-
     def _observe(self, sid: str, event: str, obs: Observation) -> None:
         key = (sid, event)
         tracker = self.trackers.get(key)
         if tracker is None:
             if not obs.present:
                 return
-            tracker = self.trackers[key] = EventTracker(event, self._policy(event))
+            tracker = self.trackers[key] = EventTracker(event, DEFAULT_POLICIES[event])
         emitted = tracker.observe(obs)
         if emitted is None:
             return

@@ -141,9 +141,6 @@ class StreamState:
                     gap_s = max(jump, 0.0)
         if self.next_seq is not None and (gap_s > 0 or restarted or frame.seq > self.next_seq):
             self._mark_gap(gap_s)
-        block = frame.samples
-        if block.shape[0] == 1:
-            block = np.vstack([block, np.full_like(block, np.nan)])
         out = self.resampler.process(frame.samples)
         if out.shape[0] == 1:
             out = np.vstack([out, np.full_like(out, np.nan)])
