@@ -22,6 +22,16 @@ class UsageError(Exception):
     """A bad argument found after parsing; reported like argparse's own errors."""
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1): {text!r}")
+    return v
+
+
 def _positive(kind: type = float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -235,11 +245,35 @@ def cmd_train(a: argparse.Namespace) -> int:
         data_dir=a.data,
         limit_records=a.limit_records,
         threads=a.threads,
+        rhythm_only=a.rhythm_only,
+        stretch=a.stretch,
+        lead_swap=a.lead_swap,
+        pack=a.pack,
     )
+    from classifier.training.pack import PackError
+
     try:
         train(cfg)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PackError) as exc:
         raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_pack_data(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from classifier.training.pack import write_pack
+    from classifier.training.records import list_records, split_of
+
+    _setup_logging(a.log_level)
+    root = Path(a.data) if a.data else None
+    splits = set(a.splits.split(","))
+    if not splits <= {"train", "val", "test"}:
+        raise UsageError(f"--splits takes train, val and test, not {a.splits!r}")
+    names = [n for n in list_records(root) if split_of(n) in splits]
+    if not names:
+        raise UsageError("no WFDB records found; set ECG_DATA_DIR or pass --data")
+    write_pack(Path(a.out), names, root)
     return 0
 
 
@@ -357,7 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="models")
     t.add_argument("--data", help="PhysioNet folder (default $ECG_DATA_DIR or ../shared/data)")
     t.add_argument("--limit-records", type=_positive(int), help="train on this many records (smoke runs)")
+    t.add_argument("--pack", help="read the records from a pack made by 'pack-data' instead of --data")
+    t.add_argument("--rhythm-only", type=_fraction, default=0.0, help="share of NORMAL/AF windows with leads blanked")
+    t.add_argument(
+        "--stretch", type=_fraction, default=0.0, help="time-stretch NORMAL/AF windows by up to this fraction"
+    )
+    t.add_argument("--lead-swap", type=_fraction, default=0.0, help="probability of swapping the leads")
     t.set_defaults(func=cmd_train)
+
+    pk = sub.add_parser("pack-data", help="pack records at the model rate into one file, for training elsewhere")
+    pk.add_argument("--out", required=True, help="the pack to write (derived data: keep it out of git)")
+    pk.add_argument("--data")
+    pk.add_argument("--splits", default="train,val", help="comma-separated splits to pack (default train,val)")
+    pk.set_defaults(func=cmd_pack_data)
 
     e = sub.add_parser("evaluate", help="evaluate model and rules on held-out records")
     e.add_argument("--model")

@@ -10,7 +10,19 @@ import pytest
 
 from tests.conftest import CLI
 
-COMMANDS = ["run", "simulate", "replay", "subscribe", "score", "classify", "train", "evaluate", "bench", "demo"]
+COMMANDS = [
+    "run",
+    "simulate",
+    "replay",
+    "subscribe",
+    "score",
+    "classify",
+    "train",
+    "pack-data",
+    "evaluate",
+    "bench",
+    "demo",
+]
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -42,6 +54,9 @@ def test_each_command_has_help(command: str) -> None:
         (["classify", "/nonexistent/record"], "no WFDB record"),
         (["score", "--truth", "/nope.jsonl", "--alarms", "/nope.jsonl"], "No such file"),
         (["frobnicate"], "invalid choice"),
+        (["train", "--pack", "/nonexistent/pack.zip"], "not a readable pack"),
+        (["train", "--stretch", "1.5"], "must be in [0, 1)"),
+        (["pack-data", "--out", "/tmp/x.zip", "--splits", "train,holdout"], "--splits"),
     ],
 )
 def test_bad_arguments_exit_2_without_traceback(args: list[str], needle: str) -> None:

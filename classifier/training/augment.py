@@ -10,9 +10,18 @@ from classifier.constants import MODEL_FS, SEGMENT_LEN
 Array = NDArray[np.float64]
 
 
-def augment(seg: Array, rng: np.random.Generator) -> Array:
-    """Random gain, inversion, noise, baseline wander and lead loss on a (2, n) segment."""
+def stretch_to(seg: NDArray[np.floating], n: int) -> Array:
+    """Linearly resample a (leads, m) segment onto ``n`` samples (a time stretch by n/m)."""
+    seg = np.asarray(seg, dtype=np.float64)
+    src = np.linspace(0.0, seg.shape[1] - 1, n)
+    return np.stack([np.interp(src, np.arange(seg.shape[1]), lead) for lead in seg])
+
+
+def augment(seg: Array, rng: np.random.Generator, lead_swap: float = 0.0) -> Array:
+    """Random gain, inversion, noise, baseline wander, lead swap and lead loss on a (2, n) segment."""
     x = np.array(seg, dtype=np.float64, copy=True)
+    if lead_swap and rng.random() < lead_swap:
+        x = x[::-1].copy()
     n = x.shape[1]
     t = np.arange(n) / MODEL_FS
     for i in range(2):

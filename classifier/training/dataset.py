@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from classifier.constants import CLASSES, MODEL_FS, SEGMENT_LEN
 from classifier.preprocess import INPUT_CHANNELS, normalize_segment
-from classifier.training.augment import augment, splice_pause
+from classifier.training.augment import augment, splice_pause, stretch_to
 from classifier.training.labels import label_window
 from classifier.training.records import Record
 
@@ -87,8 +87,12 @@ class BalancedEpochs:
         mix: dict[str, float],
         seed: int,
         rhythm_only: float = 0.0,
+        stretch: float = 0.0,
+        lead_swap: float = 0.0,
     ) -> None:
         self.rhythm_only = rhythm_only
+        self.stretch = stretch
+        self.lead_swap = lead_swap
         self.records = records
         self.idx = idx
         self.size = size
@@ -129,10 +133,18 @@ class BalancedEpochs:
         n = rec.signal.shape[1]
         a = int(self.idx.start[i])
         label = CLASSES[int(self.idx.label[i])]
+        length = SEGMENT_LEN
         if label in ("NORMAL", "AF"):
-            a = int(np.clip(a + self.rng.integers(-int(MODEL_FS), int(MODEL_FS) + 1), 0, n - SEGMENT_LEN))
-        seg = np.nan_to_num(rec.signal[:, a : a + SEGMENT_LEN].astype(np.float64))
-        x = normalize_segment(augment(seg, self.rng))
+            # Rate and QRS width vary between patients; stretching the time axis only changes
+            # what AF and normal rhythm do not depend on. Events with a rate or gap criterion
+            # (VTACH, PAUSE) are left unstretched.
+            if self.stretch:
+                length = min(n, round(SEGMENT_LEN * self.rng.uniform(1 - self.stretch, 1 + self.stretch)))
+            a = int(np.clip(a + self.rng.integers(-int(MODEL_FS), int(MODEL_FS) + 1), 0, n - length))
+        seg = np.nan_to_num(rec.signal[:, a : a + length].astype(np.float64))
+        if length != SEGMENT_LEN:
+            seg = stretch_to(seg, SEGMENT_LEN)
+        x = normalize_segment(augment(seg, self.rng, self.lead_swap))
         if label in ("NORMAL", "AF") and self.rng.random() < self.rhythm_only:
             # Morphology dropout: rhythm alone must carry AF, so it generalises across patients.
             x[:2] = 0.0
@@ -143,4 +155,4 @@ class BalancedEpochs:
         made = splice_pause(r.signal, r.beats, self.rng, gap_s)
         if made is None:
             return None
-        return normalize_segment(augment(made[0], self.rng))
+        return normalize_segment(augment(made[0], self.rng, self.lead_swap))

@@ -94,6 +94,28 @@ def _annotations(
     return eps, beats
 
 
+#: Signals are kept on a 5 uV grid, the ADC step of all three databases (200 units per mV).
+#: Quantising after resampling loses nothing real and makes the int16 cache and the packed
+#: data set (classifier/training/pack.py) bit-identical to what training reads.
+QUANTUM_MV = 0.005
+_NAN_CODE = -32768
+
+
+def quantize(signal_mv: NDArray[np.floating]) -> NDArray[np.int16]:
+    """mV to int16 steps of QUANTUM_MV; NaN becomes a reserved code, the rest is clipped."""
+    x = np.asarray(signal_mv, dtype=np.float64)
+    q = np.clip(np.round(np.nan_to_num(x) / QUANTUM_MV), -32767, 32767).astype(np.int16)
+    q[~np.isfinite(x)] = _NAN_CODE
+    return q
+
+
+def dequantize(q: NDArray[np.int16]) -> NDArray[np.float32]:
+    """int16 steps back to float32 mV, NaN where the reserved code is."""
+    out = q.astype(np.float32) * np.float32(QUANTUM_MV)
+    out[q == _NAN_CODE] = np.nan
+    return out
+
+
 def cache_dir() -> Path:
     """Where resampled signals are cached: ``$ECG_CACHE_DIR`` or ~/.cache/ecg-monitor, never the repo."""
     return Path(os.environ.get("ECG_CACHE_DIR", Path.home() / ".cache" / "ecg-monitor"))
@@ -111,17 +133,17 @@ def load_record(
     path = str((root or data_dir()) / record)
     hdr = wfdb.rdheader(path)
     fs_in = float(hdr.fs)
-    cached = cache_dir() / (record.replace("/", "_") + f"_{int(MODEL_FS)}.npy")
+    cached = cache_dir() / (record.replace("/", "_") + f"_{int(MODEL_FS)}_q.npy")
     if cache and cached.exists():
-        sig_m = np.load(cached)
+        q = np.load(cached, allow_pickle=False)
     else:
         rec = wfdb.rdrecord(path)
         sig = np.asarray(rec.p_signal, dtype=np.float64).T
         if sig.shape[0] == 1:
             sig = np.vstack([sig, np.full_like(sig, np.nan)])
-        sig_m = resample(sig[:2], fs_in, MODEL_FS).astype(np.float32)
+        q = quantize(resample(sig[:2], fs_in, MODEL_FS))
         if cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, sig_m)
+            np.save(cached, q)
     eps, beats = _annotations(path, fs_in, int(hdr.sig_len), pause_threshold_s)
-    return Record(record, MODEL_FS, sig_m, eps, beats)
+    return Record(record, MODEL_FS, dequantize(q), eps, beats)

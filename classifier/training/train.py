@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from classifier.constants import CLASSES, MODEL_FS, SEGMENT_S
+from classifier.constants import CLASSES, MODEL_FS, PAUSE_THRESHOLD_S, SEGMENT_S
 from classifier.decision import calibrate, decide
 from classifier.model import ECGNet, count_parameters
 from classifier.training.dataset import BalancedEpochs, WindowIndex, index_windows, real_batch
 from classifier.training.focal import FocalLoss
 from classifier.training.metrics import confusion, per_class
+from classifier.training.pack import Pack, PackError
 from classifier.training.records import Record, list_records, load_record, split_of
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ class TrainConfig:
     data_dir: str | None = None
     limit_records: int | None = None
     rhythm_only: float = 0.0
+    stretch: float = 0.0  # NORMAL and AF windows are time-stretched by up to this fraction
+    lead_swap: float = 0.0  # probability of swapping the two leads
+    pack: str | None = None  # read records from this pack instead of the data folder
     mix: dict[str, float] = field(default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13})
 
 
@@ -64,8 +70,42 @@ def _git_version() -> str:
         return "unknown"
 
 
-def _load_split(names: list[str], root: Path | None) -> list[Record]:
-    return [load_record(n, root) for n in names]
+def _record_names(cfg: TrainConfig) -> tuple[list[str], Callable[[str], Record]]:
+    """The records available and how to load one: from a pack, or from the data folder."""
+    if cfg.pack:
+        pack = Pack(Path(cfg.pack))
+        if pack.pause_threshold_s != PAUSE_THRESHOLD_S:
+            raise PackError(f"{cfg.pack}: packed with a {pack.pause_threshold_s} s pause threshold")
+        return pack.names, pack.load
+    root = Path(cfg.data_dir) if cfg.data_dir else None
+    return list_records(root), lambda n: load_record(n, root)
+
+
+def _command(cfg: TrainConfig) -> str:
+    """The ``ecg-monitor train`` line that reproduces this run (flags that differ from defaults)."""
+    default = TrainConfig()
+    flags = {
+        "seed": "--seed", "max_epochs": "--epochs", "epoch_size": "--epoch-size", "patience": "--patience",
+        "device": "--device", "rhythm_only": "--rhythm-only", "stretch": "--stretch", "lead_swap": "--lead-swap",
+    }  # fmt: skip
+    parts = ["ecg-monitor train"]
+    for name, flag in flags.items():
+        value = getattr(cfg, name)
+        if name == "seed" or value != getattr(default, name):
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def _seed_everything(cfg: TrainConfig) -> None:
+    """Seeds and deterministic kernels, so one seed gives one model on a given device."""
+    if cfg.device.startswith("cuda"):
+        # cuBLAS is only deterministic with a fixed workspace; must be set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @torch.no_grad()
@@ -81,12 +121,8 @@ def predict(model: torch.nn.Module, x: np.ndarray, device: str, batch: int = 256
 
 def train(cfg: TrainConfig) -> dict[str, object]:
     """Run training; write weights and model card into ``cfg.out_dir``; return the card."""
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    root = Path(cfg.data_dir) if cfg.data_dir else None
-    names = list_records(root)
+    _seed_everything(cfg)
+    names, load = _record_names(cfg)
     if not names:
         raise FileNotFoundError("no WFDB records found; set ECG_DATA_DIR or pass --data")
     train_names = [n for n in names if split_of(n) == "train"]
@@ -95,8 +131,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         train_names = train_names[: cfg.limit_records]
         val_names = val_names[: max(1, cfg.limit_records // 2)]
     t0 = time.perf_counter()
-    train_recs = _load_split(train_names, root)
-    val_recs = _load_split(val_names, root)
+    train_recs = [load(n) for n in train_names]
+    val_recs = [load(n) for n in val_names]
     train_idx = index_windows(train_recs, normal_hop_s=10.0, event_hop_s=2.0)
     val_idx: WindowIndex = index_windows(val_recs)
     log.info("train windows %s, val windows %s (%.1fs)", train_idx.counts(), val_idx.counts(), time.perf_counter() - t0)
@@ -108,7 +144,9 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     loss_fn = FocalLoss(gamma=2.0, alpha=alpha).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.max_epochs)
-    epochs = BalancedEpochs(train_recs, train_idx, cfg.epoch_size, cfg.mix, cfg.seed, cfg.rhythm_only)
+    epochs = BalancedEpochs(
+        train_recs, train_idx, cfg.epoch_size, cfg.mix, cfg.seed, cfg.rhythm_only, cfg.stretch, cfg.lead_swap
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
 
     best_score, best_state, best_epoch, stale = -1.0, None, 0, 0
@@ -177,7 +215,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         },
         "training": {
             "config": asdict(cfg),
-            "command": f"ecg-monitor train --seed {cfg.seed}",
+            "command": _command(cfg),
             "code_version": _git_version(),
             "records_train": train_names,
             "records_val": val_names,
