@@ -51,3 +51,12 @@ def test_committed_model_does_not_regress(data_dir: Path) -> None:
         for key in ("sens", "ppv"):
             if figures.get(key) is not None:
                 assert got[key] >= figures[key] - 1e-9, f"{cls} {key} fell to {got[key]:.3f} from {figures[key]:.3f}"
+
+
+def test_model_version_tells_settings_apart() -> None:
+    from classifier.training.train import TrainConfig, _command, model_version
+
+    base = TrainConfig(seed=0)
+    assert model_version(base, "20260101") == model_version(TrainConfig(seed=0, out_dir="elsewhere"), "20260101")
+    assert model_version(base, "20260101") != model_version(TrainConfig(seed=0, stretch=0.15), "20260101")
+    assert _command(TrainConfig(seed=2, stretch=0.15)) == "ecg-monitor train --seed 2 --stretch 0.15"

@@ -5,6 +5,7 @@ Reproducible from a seed: data order, augmentation and initialisation all derive
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -79,6 +80,15 @@ def _record_names(cfg: TrainConfig) -> tuple[list[str], Callable[[str], Record]]
         return pack.names, pack.load
     root = Path(cfg.data_dir) if cfg.data_dir else None
     return list_records(root), lambda n: load_record(n, root)
+
+
+def model_version(cfg: TrainConfig, date: str) -> str:
+    """Date, seed and a short digest of the settings that shape the model, so that two models
+    trained on one day with one seed but different settings never share a name.
+    """
+    shaping = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir", "pack", "device", "threads")}
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:6]
+    return f"ecgnet-{date}-s{cfg.seed}-{digest}"
 
 
 def _command(cfg: TrainConfig) -> str:
@@ -202,7 +212,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     torch.save(best_state, out / WEIGHTS_NAME)
     card: dict[str, object] = {
         "name": "ecgnet",
-        "version": f"ecgnet-{time.strftime('%Y%m%d')}-s{cfg.seed}",
+        "version": model_version(cfg, time.strftime("%Y%m%d")),
         "architecture": "1D ResNet (5 stages) + multi-head self-attention (4 heads), attention-pooled",
         "parameters": count_parameters(model),
         "classes": list(CLASSES),
