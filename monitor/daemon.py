@@ -245,21 +245,31 @@ class Monitor:
             self._due_event.set()
 
     def _check_pause(self, stream: StreamState) -> None:
-        """The per-frame pause rule: no QRS for ``pause_threshold_s`` of valid signal."""
+        """The per-frame pause rule: no QRS for ``pause_threshold_s`` of valid signal.
+
+        Both the gap still open and one that closed inside the latest frame count: a 3.1 s
+        pause can end between two frame ends without either of them seeing 3.0 s.
+        """
         now = stream.t_end
-        if not stream.pause.usable.any():
+        tracker = stream.pause
+        if not tracker.usable.any():
             return  # no lead to judge: that is a LEADS_OFF, not a pause
-        gap = stream.pause.gap(now)
         threshold = self.config.pause_threshold_s
-        if gap < threshold or stream.valid_samples < gap * MODEL_FS:
+        gap, end = tracker.gap(now), now
+        if tracker.closed_gap > gap:
+            gap, end = tracker.closed_gap, tracker.closed_at
+        onset = end - gap
+        if gap < threshold or stream.valid_samples < (now - onset) * MODEL_FS:
             if gap < threshold:
                 self._observe(stream.stream_id, "PAUSE", Observation(False, now))
             return
-        # A flat line on every lead is a lead-off, not an asystole: no PAUSE then.
-        stretch = stream.buffer.latest(int(min(gap - 0.5, 2.0) * MODEL_FS))  # the newest part, clear of the last beat
+        # A flat line on every lead is a lead-off, not an asystole: no PAUSE then. Judge the
+        # end of the gap, clear of the beat that opened it and of any that closed it.
+        since_end = round((now - end) * MODEL_FS)
+        span = int(min(gap - 0.5, 2.0) * MODEL_FS)
+        stretch = stream.buffer.latest(span + since_end)[:, :span]
         if all(lead_quality(stretch[i], MODEL_FS) in (LeadQuality.FLAT, LeadQuality.MISSING) for i in range(2)):
             return
-        onset = stream.pause.last_beat_t or now - gap
         self._observe(
             stream.stream_id,
             "PAUSE",
@@ -269,7 +279,7 @@ class Monitor:
                 min(0.99, 0.7 + 0.05 * (gap - threshold)),
                 onset,
                 "rules",
-                f"no QRS for {gap:.1f} s (threshold {threshold:.1f} s)",
+                f"no QRS for {gap:.2f} s (threshold {threshold:.1f} s)",
             ),
         )
 

@@ -29,31 +29,46 @@ class IngestResult:
     restarted: bool = False
 
 
+#: Slope hits closer than this belong to one QRS complex...
+_HIT_GAP_S = 0.12
+#: ...unless the complex would grow longer than a QRS can be (VT and VF keep hitting).
+_QRS_MAX_S = 0.2
+
+
 @dataclass(slots=True)
 class PauseTracker:
     """Cheap per-frame R-R gap check on the model-rate signal.
 
     The slope over two samples (x[n] - x[n-2], about 8-50 Hz at 128 Hz) follows each lead; a
     slope above 35% of the typical QRS slope (90th percentile of recent per-frame maxima)
-    counts as a beat. The time since the last beat is the running R-R gap: it grows between
-    frames, never on missing data. Plain numpy on a few dozen samples: microseconds a frame.
+    counts as a hit, and hits are grouped into QRS complexes. Gaps run from QRS onset to QRS
+    onset, like the R-R interval they stand for (timing from the end of a QRS would shorten
+    every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
+    a pause a little over the threshold is not lost between two frame ends. The open gap grows
+    between frames, never on missing data. Plain numpy on a few dozen samples a frame.
     """
 
     prev: NDArray[np.float64] | None = None  # the last two samples of each lead
     maxima: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, 64)))
     n_max: int = 0
     level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
-    last_beat_t: float | None = None
+    last_beat_t: float | None = None  # onset of the latest QRS, stream seconds
+    last_hit_t: float | None = None
+    closed_gap: float = 0.0  # longest onset-to-onset gap that ended in the latest frame, s
+    closed_at: float = 0.0  # when that gap ended (the onset of the QRS that closed it)
     usable: NDArray[np.bool_] = field(default_factory=lambda: np.ones(2, dtype=bool))
 
     def reset(self) -> None:
         self.prev = None
         self.n_max = 0
         self.last_beat_t = None
+        self.last_hit_t = None
+        self.closed_gap = 0.0
 
     def update(self, block: NDArray[np.float32], t_end: float) -> None:
         """Feed a (2, n) model-rate block whose last sample is at stream time ``t_end``."""
         n = block.shape[1]
+        self.closed_gap = 0.0
         if n == 0:
             return
         x = np.nan_to_num(block.astype(np.float64))
@@ -69,7 +84,7 @@ class PauseTracker:
             hits = (slope >= 0.35 * self.level[:, None]) & self.usable[:, None]
             cols = np.flatnonzero(hits.any(axis=0))
             if cols.size:
-                self.last_beat_t = t_end - (slope.shape[1] - 1 - int(cols[-1])) / MODEL_FS
+                self._group_hits(t_end - (slope.shape[1] - 1 - cols) / MODEL_FS)
         else:
             self.last_beat_t = t_end  # still learning the QRS level: no judgement yet
             if self.n_max == 15:
@@ -78,6 +93,16 @@ class PauseTracker:
         if self.gap(t_end) < 1.5:
             self.maxima[:, self.n_max % 64] = peak
             self.n_max += 1
+
+    def _group_hits(self, times: NDArray[np.float64]) -> None:
+        onset, last = self.last_beat_t, self.last_hit_t
+        for t in times.tolist():
+            if last is None or onset is None or t - last > _HIT_GAP_S or t - onset > _QRS_MAX_S:
+                if onset is not None and t - onset > self.closed_gap:
+                    self.closed_gap, self.closed_at = t - onset, t
+                onset = t
+            last = t
+        self.last_beat_t, self.last_hit_t = onset, last
 
     def gap(self, now: float) -> float:
         return 0.0 if self.last_beat_t is None else now - self.last_beat_t
