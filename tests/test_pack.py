@@ -24,15 +24,15 @@ def test_pack_gives_the_records_bit_for_bit(data_dir: Path, tmp_path: Path) -> N
     from classifier.training.records import load_record
 
     names = ["mitdb/201", "vfdb/418"]
-    write_pack(tmp_path / "p.zip", names, data_dir)
-    with Pack(tmp_path / "p.zip") as pack:
+    write_pack(tmp_path / "new" / "p.zip", names, data_dir)
+    with Pack(tmp_path / "new" / "p.zip") as pack:
         assert pack.names == sorted(names)
         for name in names:
             a, b = pack.load(name), load_record(name, data_dir)
             assert np.array_equal(a.signal, b.signal, equal_nan=True)
             assert np.array_equal(a.beats, b.beats)
             assert a.episodes == b.episodes and a.episodes
-    with zipfile.ZipFile(tmp_path / "p.zip") as zf:
+    with zipfile.ZipFile(tmp_path / "new" / "p.zip") as zf:
         assert all(not n.endswith(".pkl") for n in zf.namelist())
 
 

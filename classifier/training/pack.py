@@ -40,6 +40,7 @@ def _npy(arr: np.ndarray) -> bytes:
 def write_pack(path: Path, names: list[str], root: Path | None = None) -> dict[str, object]:
     """Pack ``names`` (read through ``load_record``) into ``path``; return the manifest."""
     records: dict[str, object] = {}
+    path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as zf:
         for name in names:
             rec = load_record(name, root)
