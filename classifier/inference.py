@@ -48,8 +48,8 @@ class MLECGClassifier:
     def __init__(
         self, model_path: str | Path | None = None, threads: int | None = None, precision: str = "float32"
     ) -> None:
-        """``precision``: "float32", "bfloat16" (CPU autocast; 99.98% agreement with float32 on
-        validation windows, see reports/bench.md) or "auto" (whichever runs faster here).
+        """``precision``: "float32", "bfloat16" (CPU autocast; its agreement with float32 on
+        validation windows is measured in reports/bench.md) or "auto" (whichever runs faster here).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")

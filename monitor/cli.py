@@ -22,22 +22,23 @@ class UsageError(Exception):
     """A bad argument found after parsing; reported like argparse's own errors."""
 
 
-def _fraction(text: str) -> float:
+def _number(text: str, kind: type = float) -> Any:
     try:
-        v = float(text)
+        return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    v = _number(text)
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1): {text!r}")
-    return v
+    return float(v)
 
 
 def _positive(kind: type = float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        v = _number(text, kind)
         if v <= 0:
             raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
         return v
@@ -46,13 +47,10 @@ def _positive(kind: type = float) -> Callable[[str], Any]:
 
 
 def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    v = _number(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
+    return float(v)
 
 
 def _url(text: str) -> str:
