@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: install demo test bench lint mosquitto clean
+.PHONY: install demo test test-faults bench lint mosquitto clean
 
 install: $(STAMP)
 
@@ -29,8 +29,13 @@ mosquitto:
 		echo "mosquitto is missing: install it (sudo apt-get install mosquitto) and run make test again" >&2; exit 1; \
 	fi
 
+# The developer loop: everything but the fault-injection runs (about 5 min on 2 cores).
 test: install mosquitto
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not faults"
+
+# Fault injection with real brokers, sockets and processes; .ci/run runs it after make test.
+test-faults: install mosquitto
+	$(VENV)/bin/pytest -q -m faults
 
 bench: install
 	$(VENV)/bin/ecg-monitor bench --out reports/bench.md

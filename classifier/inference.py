@@ -19,7 +19,7 @@ from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS
 from classifier.decision import decide
 from classifier.preprocess import fit_length, normalize_batch, segment_starts, to_model_rate
 from classifier.result import Classification
-from classifier.rules import RuleBasedClassifier
+from classifier.rules import RuleBasedClassifier, RuleThresholds
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,21 @@ class MLECGClassifier:
     """
 
     def __init__(
-        self, model_path: str | Path | None = None, threads: int | None = None, precision: str = "float32"
+        self,
+        model_path: str | Path | None = None,
+        threads: int | None = None,
+        precision: str = "float32",
+        rule_thresholds: RuleThresholds | None = None,
     ) -> None:
         """``precision``: "float32", "bfloat16" (CPU autocast; its agreement with float32 on
         validation windows is measured in reports/bench.md) or "auto" (whichever runs faster here).
+        ``rule_thresholds``: for the rules run beside the network (the daemon passes its pause
+        threshold, so one threshold holds everywhere a pause is judged).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.precision = "float32"
-        self.rules = RuleBasedClassifier()
+        self.rules = RuleBasedClassifier(rule_thresholds)
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self.card: dict[str, Any] = {}
         self.version = "rules"

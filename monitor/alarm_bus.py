@@ -11,10 +11,10 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
-from monitor.alarms import Alarm
 from monitor.metrics import Metrics
 from monitor.transports.base import AlarmSink
 from monitor.transports.journal import JournalSink
+from protocol.alarm import Alarm
 
 log = logging.getLogger(__name__)
 

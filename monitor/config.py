@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitor.urls import parse_url
+from monitor.core.detection import DetectionConfig, DetectionConfigError
+from protocol.urls import parse_url
+from protocol.wire import MAX_FRAME_BYTES
 
 ENV_PREFIX = "ECG_MONITOR_"
 
@@ -43,6 +45,13 @@ class MonitorConfig:
     log_level: str = "INFO"
     mqtt_topic: str = "ecg/+/samples"
     precision: str = "auto"  # network arithmetic: float32, bfloat16, or auto (the faster here)
+    # Reliability: bounds and timeouts.
+    max_frame_bytes: int = MAX_FRAME_BYTES  # larger ZeroMQ messages / MQTT payloads are refused
+    shed_after_s: float = 4.0  # under overload, due windows the classifier cannot reach in this long are shed
+    shutdown_timeout_s: float = 10.0  # how long shutdown waits for the windows in flight
+    worker_stall_s: float = 120.0  # one inference batch running longer than this takes the daemon down
+    journal_max_mb: int = 64  # the journal rotates at this size...
+    journal_backups: int = 5  # ...keeping this many old files
 
     def __post_init__(self) -> None:
         for key in ("ingest", "alarms"):
@@ -58,16 +67,35 @@ class MonitorConfig:
         if not self.ingest:
             raise ConfigError("ingest: at least one URL is needed")
         _check(0 <= self.metrics_port <= 65535, "metrics_port", "must be 0-65535")
-        _check(0.1 <= self.hop_s <= 10.0, "hop_s", "must be 0.1-10 s")
-        _check(10.0 <= self.buffer_s <= 600.0, "buffer_s", "must be 10-600 s")
-        _check(10.0 <= self.window_s <= min(90.0, self.buffer_s), "window_s", "must be 10-90 s and fit the buffer")
-        _check(1.5 <= self.pause_threshold_s <= 10.0, "pause_threshold_s", "must be 1.5-10 s")
-        _check(0.5 <= self.no_signal_s <= 60.0, "no_signal_s", "must be 0.5-60 s")
+        try:
+            self._detection()  # validates the clinical settings where they are defined
+        except DetectionConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        _check(1024 <= self.max_frame_bytes <= 64 * 1024 * 1024, "max_frame_bytes", "must be 1 KiB-64 MiB")
+        _check(0.5 <= self.shed_after_s <= 60.0, "shed_after_s", "must be 0.5-60 s")
+        _check(0.0 <= self.shutdown_timeout_s <= 300.0, "shutdown_timeout_s", "must be 0-300 s")
+        _check(5.0 <= self.worker_stall_s <= 3600.0, "worker_stall_s", "must be 5-3600 s")
+        _check(1 <= self.journal_max_mb <= 100_000, "journal_max_mb", "must be 1-100000")
+        _check(0 <= self.journal_backups <= 100, "journal_backups", "must be 0-100")
         _check(self.max_streams >= 1, "max_streams", "must be positive")
         _check(1 <= self.max_batch <= 4096, "max_batch", "must be 1-4096")
         _check(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "DEBUG/INFO/WARNING/ERROR")
         _check(self.precision in ("float32", "bfloat16", "auto"), "precision", "float32, bfloat16 or auto")
         self.shard_index()  # validates
+
+    def _detection(self) -> DetectionConfig:
+        return DetectionConfig(
+            hop_s=self.hop_s,
+            window_s=self.window_s,
+            buffer_s=self.buffer_s,
+            pause_threshold_s=self.pause_threshold_s,
+            no_signal_s=self.no_signal_s,
+        )
+
+    @property
+    def detection(self) -> DetectionConfig:
+        """The detection settings: what the per-bed core, the rules and the classifier share."""
+        return self._detection()
 
     def shard_index(self) -> tuple[int, int]:
         try:

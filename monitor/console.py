@@ -6,22 +6,41 @@ import asyncio
 import math
 import sys
 import time
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Protocol, Self
 
 from rich.console import Console as RichConsole
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from monitor.daemon import Monitor
+from protocol.alarm import Alarm
+
+
+class BedView(Protocol):
+    heart_rate: float
+    current: str
+    confidence: float
+    quality: tuple[str, str]
+
+
+class MonitorView(Protocol):
+    """What the console reads of the daemon (the daemon's ``Monitor`` satisfies it)."""
+
+    model_version: str
+    recent: list[Alarm]
+
+    @property
+    def streams(self) -> Mapping[str, BedView]: ...
+
+    def active_alarms(self, sid: str) -> list[str]: ...
 
 STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 MAX_ROWS = 40
 
 
-def stream_table(mon: Monitor) -> Table:
+def stream_table(mon: MonitorView) -> Table:
     table = Table(title=f"ecg-monitor: {len(mon.streams)} streams, classifier {mon.model_version}", expand=True)
     for col in ("stream", "HR bpm", "class", "conf", "lead 1", "lead 2", "alarms"):
         table.add_column(col)
@@ -44,7 +63,7 @@ def stream_table(mon: Monitor) -> Table:
     return table
 
 
-def alarm_table(mon: Monitor, n: int = 10) -> Table:
+def alarm_table(mon: MonitorView, n: int = 10) -> Table:
     table = Table(title="recent alarms", expand=True)
     for col in ("time", "stream", "event", "state", "priority", "source", "explanation"):
         table.add_column(col, overflow="fold")
@@ -65,7 +84,7 @@ def alarm_table(mon: Monitor, n: int = 10) -> Table:
 class Console:
     """Owns the refresh task; does nothing when disabled or when stdout is not a terminal."""
 
-    def __init__(self, mon: Monitor, enabled: bool = True, refresh_s: float = 0.5) -> None:
+    def __init__(self, mon: MonitorView, enabled: bool = True, refresh_s: float = 0.5) -> None:
         self.mon = mon
         self.enabled = enabled and sys.stdout.isatty()
         self.refresh_s = refresh_s

@@ -1,8 +1,12 @@
-"""The monitor daemon: ingest, per-stream buffers, batched inference, alarms, metrics.
+"""The monitor daemon: moves data between the sources, the per-bed core, the classifier worker and
+the alarm sinks. It decides nothing clinical itself (that is ``monitor.core``).
 
-``Monitor`` is an async context manager that owns every task and connection it starts.
-Leaving it shuts down in phases: stop ingest, finish the windows in flight, flush alarms,
-close connections.
+``Monitor`` is an async context manager. Its tasks live in one ``asyncio.TaskGroup``: anything
+that raises while one frame or one window is handled is caught, counted and logged at a bounded
+rate, but a task that dies all the same takes the whole daemon down (the TaskGroup cancels the
+rest and ``run`` exits non-zero), so a service manager restarts it: it never lives on half-alive.
+Leaving it shuts down in phases: stop ingest, finish the windows in flight, flush alarms, close
+connections.
 """
 
 from __future__ import annotations
@@ -10,68 +14,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import signal
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-import numpy as np
 import zmq.asyncio
 from prometheus_client import CollectorRegistry, start_http_server
 
-from classifier.constants import MIN_WINDOW_S, MODEL_FS
 from classifier.inference import MLECGClassifier
 from classifier.rules import RuleBasedClassifier
 from monitor.alarm_bus import AlarmBus
-from monitor.alarms import (
-    DEFAULT_POLICIES,
-    LEADS_OFF,
-    NO_SIGNAL,
-    PRIORITY,
-    Alarm,
-    EventTracker,
-    Observation,
-)
-from monitor.analysis import WindowJob, WindowResult, analyse
 from monitor.clock import Clock, SystemClock
 from monitor.config import MonitorConfig
-from monitor.metrics import Metrics
-from monitor.quality import LeadQuality, lead_quality
+from monitor.core.analysis import WindowJob, WindowResult, analyse
+from monitor.core.bedside import Bedside
+from monitor.core.ward import Ward
+from monitor.metrics import Metrics, WardCollector
 from monitor.shard import owns
-from monitor.stream import StreamState
 from monitor.transports import AlarmSink, RawFrame, SampleSource, make_sink, make_source
 from monitor.transports.journal import JournalSink
-from monitor.wire import WireError, decode
+from protocol.alarm import Alarm, AlarmState
+from protocol.wire import WireError, decode
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 0.5
-#: A NORMAL call less confident than this makes the stream a suspect: evaluated every quarter hop.
-SUSPECT_BELOW = 0.8
-#: Suspect streams are evaluated this many times as often, so an onset is confirmed quickly.
-SUSPECT_HOP_DIVISOR = 4
-FORGET_STREAM_S = 600.0
+#: The event-loop lag probe sleeps this long and measures how late it wakes.
+LAG_PROBE_S = 0.25
+#: Ingest yields to the event loop after this many frames or this long, whichever comes first,
+#: so alarm delivery, housekeeping and signals run under any load.
+INGEST_YIELD_FRAMES = 64
+INGEST_YIELD_S = 0.01
+#: The worker's measured rate (windows/s) is an exponential average with this weight.
+RATE_WEIGHT = 0.3
 
 
 class RateLimitedLog:
     """Logs a repeated condition at most once per ``every`` seconds, with the count since."""
 
-    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float], every: float = 10.0) -> None:
         self.logger = logger
+        self.clock = clock
         self.every = every
         self._last: dict[str, float] = {}
         self._count: Counter[str] = Counter()
 
-    def warning(self, key: str, msg: str) -> None:
+    def log(self, level: int, key: str, msg: str, *, exc_info: bool = False) -> None:
         self._count[key] += 1
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last.get(key, -math.inf) >= self.every:
-            self.logger.warning("%s (%d since last report)", msg, self._count[key])
+            self.logger.log(level, "%s (%d since last report)", msg, self._count[key], exc_info=exc_info)
             self._last[key] = now
             self._count[key] = 0
 
@@ -87,28 +85,46 @@ class Monitor:
         extra_sinks: list[AlarmSink] | None = None,
     ) -> None:
         self.config = config
+        self.detection = config.detection
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.clock = clock or SystemClock()
         self.classifier = classifier
-        self.streams: dict[str, StreamState] = {}
-        self.trackers: dict[tuple[str, str], EventTracker] = {}
+        self.rules = RuleBasedClassifier(self.detection.rule_thresholds())
+        self.ward = Ward(
+            self.detection,
+            max_beds=config.max_streams,
+            shed_after_s=config.shed_after_s,
+        )
+        self.registry.register(WardCollector(self.ward))
         self.recent: list[Alarm] = []
         self.alarm_listeners: list[Callable[[Alarm], None]] = []
+        self.model_version = "rules"
         self._extra_sinks = extra_sinks or []
         self._shard = config.shard_index()
-        self._due: OrderedDict[str, None] = OrderedDict()
         self._due_event = asyncio.Event()
         self._stopping = False
+        self._force = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ecg-inference")
-        self._ingest_stack = AsyncExitStack()
         self._stack = AsyncExitStack()
+        self._ingest_stack = AsyncExitStack()
+        self._tg: asyncio.TaskGroup | None = None
         self._ingest_tasks: list[asyncio.Task[None]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._aux_tasks: list[asyncio.Task[None]] = []
+        self._worker_task: asyncio.Task[None] | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._bus: AlarmBus | None = None
-        self._rejects = RateLimitedLog(log)
-        self.model_version = "rules"
+        self._mqtt_sinks: list[AlarmSink] = []
+        self._rate: float | None = None  # windows per second the worker manages
+        self._heartbeat = self.clock.monotonic()
+        self._batch_started: float | None = None
+        self._ratelog = RateLimitedLog(log, self.clock.monotonic)
+        self.metrics.worker_heartbeat_age.set_function(lambda: self.clock.monotonic() - self._heartbeat)
+
+    @property
+    def streams(self) -> dict[str, Bedside]:
+        """Admitted beds by stream id."""
+        return self.ward.beds
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -117,36 +133,27 @@ class Monitor:
         loop = asyncio.get_running_loop()
         if self.classifier is None:
             if cfg.rules_only:
-                self.classifier = RuleBasedClassifier()
+                self.classifier = self.rules
             else:
                 self.classifier = await loop.run_in_executor(
-                    self._executor, partial(MLECGClassifier, cfg.model_path, precision=cfg.precision)
+                    self._executor,
+                    partial(
+                        MLECGClassifier,
+                        cfg.model_path,
+                        precision=cfg.precision,
+                        rule_thresholds=self.detection.rule_thresholds(),
+                    ),
                 )
         clf = self.classifier
-        self.model_version = getattr(clf, "version", "rules")
+        self.model_version = self.ward.model_version = getattr(clf, "version", "rules")
         self.metrics.model.info(
             {"version": self.model_version, "source": clf.source, "precision": getattr(clf, "precision", "-")}
         )
         try:
-            self._ctx = zmq.asyncio.Context()
-            sinks = [make_sink(u, self._ctx, on_drop=self._on_sink_drop) for u in cfg.alarms]
-            if cfg.journal:
-                sinks.append(JournalSink(cfg.journal))
-            self._bus = await self._stack.enter_async_context(AlarmBus(sinks + self._extra_sinks, self.metrics))
-            if cfg.metrics_port:
-                server, thread = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=self.registry)
-                self._stack.callback(thread.join, 2.0)
-                self._stack.callback(server.shutdown)
-                log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
-            for url in cfg.ingest:
-                src = make_source(url, self._ctx, cfg.mqtt_topic)
-                await self._ingest_stack.enter_async_context(src)
-                self._ingest_tasks.append(asyncio.create_task(self._ingest(src), name=f"ingest-{url}"))
+            await self._open(cfg)
         except BaseException:
             await self._close_all()
             raise
-        self._tasks.append(asyncio.create_task(self._worker(), name="inference"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         log.info(
             "monitor up: ingest %s, alarms %s, classifier %s",
             ", ".join(cfg.ingest),
@@ -155,10 +162,80 @@ class Monitor:
         )
         return self
 
+    async def _open(self, cfg: MonitorConfig) -> None:
+        self._ctx = zmq.asyncio.Context()
+        sinks: list[AlarmSink] = []
+        journal: JournalSink | None = None
+        if cfg.journal:
+            journal = JournalSink(
+                Path(cfg.journal),
+                max_bytes=cfg.journal_max_mb * 1024 * 1024,
+                backups=cfg.journal_backups,
+                on_error=lambda kind: self.metrics.journal_errors.labels(kind).inc(),
+            )
+            sinks.append(journal)
+        for url in cfg.alarms:
+            sink = make_sink(
+                url,
+                self._ctx,
+                on_drop=lambda name: self.metrics.alarms_dropped.labels(name).inc(),
+                on_dead_letter=lambda name: self.metrics.alarms_dead_letter.labels(name).inc(),
+                on_connected=self._on_connected,
+                dead_letter=(cfg.journal + ".deadletter.jsonl") if cfg.journal else None,
+            )
+            sinks.append(sink)
+            if url.startswith("tcp://"):
+                self._on_connected(sink.name, True)  # bound: subscribers come and go
+            if hasattr(sink, "restore"):
+                self._mqtt_sinks.append(sink)
+        self._bus = await self._stack.enter_async_context(AlarmBus(sinks + self._extra_sinks, self.metrics))
+        restored = journal.restored if journal is not None else []  # read once, by the journal
+        if restored:
+            n = self.ward.restore(restored, self.clock.wall())
+            for sink in self._mqtt_sinks:
+                sink.restore(restored)  # type: ignore[attr-defined]
+            log.warning("restored %d active alarms of %d beds from %s", n, len(self.ward), cfg.journal)
+        if cfg.metrics_port:
+            server, thread = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=self.registry)
+            self._stack.callback(thread.join, 2.0)
+            self._stack.callback(server.shutdown)
+            log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+        sources: list[SampleSource] = []
+        for url in cfg.ingest:
+            src = make_source(
+                url,
+                self._ctx,
+                cfg.mqtt_topic,
+                max_bytes=cfg.max_frame_bytes,
+                on_reject=lambda reason: self.metrics.rejected.labels(reason).inc(),
+                on_connected=self._on_connected,
+            )
+            sources.append(await self._ingest_stack.enter_async_context(src))
+            if url.startswith("tcp://"):
+                self._on_connected(src.name, True)
+        # Every task from here on is owned by the TaskGroup.
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        for src in sources:
+            self._ingest_tasks.append(self._tg.create_task(self._ingest(src), name=f"ingest-{src.name}"))
+        self._worker_task = self._tg.create_task(self._worker(), name="inference")
+        self._aux_tasks.append(self._tg.create_task(self._housekeeping(), name="housekeeping"))
+        self._aux_tasks.append(self._tg.create_task(self._lag_probe(), name="loop-lag"))
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.shutdown()
+        if self._tg is not None:
+            # Every task has ended by now. Only a task's own failure is raised (as an
+            # ExceptionGroup); an error in the body of ``async with`` propagates unchanged.
+            tg, self._tg = self._tg, None
+            await tg.__aexit__(None, None, None)
+
+    def force_exit(self) -> None:
+        """A second stop request: skip waiting for the windows in flight."""
+        self._force = True
+        self._due_event.set()
 
     async def shutdown(self) -> None:
         if self._stopping:
@@ -168,301 +245,191 @@ class Monitor:
         for t in self._ingest_tasks:
             t.cancel()
         await asyncio.gather(*self._ingest_tasks, return_exceptions=True)
-        await self._ingest_stack.aclose()
+        await _quietly(self._ingest_stack.aclose(), "closing ingest")
         # 2. finish the windows in flight (the worker drains what is due, then returns)
         self._due_event.set()
-        worker, *_others = self._tasks
-        try:
-            await asyncio.wait_for(asyncio.shield(worker), timeout=30.0)
-        except TimeoutError:
-            log.warning("inference did not finish in 30 s; abandoning windows in flight")
-        for t in self._tasks:
+        if self._worker_task is not None and not self._worker_task.done():
+            timeout = 0.0 if self._force else self.config.shutdown_timeout_s
+            done, _ = await asyncio.wait({self._worker_task}, timeout=timeout)
+            if not done:
+                log.warning("inference did not finish in %.0f s; abandoning %d windows", timeout, self.ward.due_count)
+                self._worker_task.cancel()
+        for t in self._aux_tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._aux_tasks, *([self._worker_task] if self._worker_task else []), return_exceptions=True)
         # 3. flush alarms, 4. close connections
         if self._bus is not None:
-            await self._bus.flush()
+            await _quietly(self._bus.flush(), "flushing alarms")
         await self._close_all()
         log.info("monitor stopped")
 
     async def _close_all(self) -> None:
-        await self._ingest_stack.aclose()
-        await self._stack.aclose()
+        await _quietly(self._ingest_stack.aclose(), "closing ingest")
+        await _quietly(self._stack.aclose(), "closing alarm sinks")
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=not self._force, cancel_futures=True)
+
+    def _on_connected(self, transport: str, connected: bool) -> None:
+        self.metrics.transport_connected.labels(transport).set(1.0 if connected else 0.0)
 
     # -- ingest -------------------------------------------------------------------------
 
     async def _ingest(self, source: SampleSource) -> None:
+        n, since = 0, time.monotonic()
         async for raw in source.frames():
             self.accept(raw, source.name)
+            n += 1
+            if n >= INGEST_YIELD_FRAMES or time.monotonic() - since >= INGEST_YIELD_S:
+                await asyncio.sleep(0)
+                n, since = 0, time.monotonic()
 
     def accept(self, raw: RawFrame, transport: str = "local") -> None:
-        """Validate and take in one frame. Bad frames are counted by reason, never raised."""
+        """Validate and take in one frame. Bad frames are counted by reason, never raised; a bug
+        met while handling one frame is counted and logged, and the other frames go on."""
         try:
-            frame = decode(raw.payload)
-            if raw.stream_hint is not None and raw.stream_hint != frame.stream_id:
-                raise WireError("topic_mismatch", f"topic names {raw.stream_hint!r}, frame {frame.stream_id!r}")
-            if not owns(frame.stream_id, *self._shard):
-                self.metrics.other_shard.inc()
-                return
-            stream = self.streams.get(frame.stream_id)
-            if stream is None:
-                if len(self.streams) >= self.config.max_streams:
-                    raise WireError("too_many_streams", f"limit {self.config.max_streams}")
-                stream = StreamState(frame.stream_id, frame.fs, frame.samples.shape[0], self.config.buffer_s)
-                self.streams[frame.stream_id] = stream
-                log.info("new stream %s (%.0f Hz, %d leads)", frame.stream_id, frame.fs, frame.samples.shape[0])
-            prev_end = stream.t_end
-            result = stream.ingest(frame, self.clock.wall())
+            self._accept(raw, transport)
         except WireError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
-            self._rejects.warning(exc.reason, f"rejected frame: {exc}")
+            self._ratelog.log(logging.WARNING, exc.reason, f"rejected frame: {exc}")
+        except Exception as exc:
+            self.metrics.rejected.labels("internal_error").inc()
+            self._ratelog.log(
+                logging.ERROR, "internal_error", f"error handling a frame ({type(exc).__name__}: {exc})", exc_info=True
+            )
+
+    def _accept(self, raw: RawFrame, transport: str) -> None:
+        frame = decode(raw.payload)
+        if raw.stream_hint is not None and raw.stream_hint != frame.stream_id:
+            raise WireError("topic_mismatch", f"topic names {raw.stream_hint!r}, frame {frame.stream_id!r}")
+        if not owns(frame.stream_id, *self._shard):
+            self.metrics.other_shard.inc()
             return
+        out = self.ward.on_frame(frame, self.clock.wall())
         self.metrics.frames.labels(transport).inc()
         self.metrics.samples.inc(frame.n)
-        if result.gap_s > 0 or result.restarted:
+        if out.ingest is not None and (out.ingest.gap_s > 0 or out.ingest.restarted or out.ingest.resynced):
             self.metrics.gaps.inc()
-            self._observe(
-                stream.stream_id,
-                NO_SIGNAL,
-                Observation(
-                    True, frame.t0, 1.0, prev_end, "rules", f"no data for {result.gap_s:.1f} s (gap in the stream)"
-                ),
+        if out.ingest is not None and out.ingest.resynced:
+            self._ratelog.log(
+                logging.WARNING, "resync", f"bed {frame.stream_id} resynchronised: its clock jumped "
+                f"{out.ingest.resync_s:+.1f} s or its sequence jumped"
             )
-        elif stream.gap_open:
-            self._observe(stream.stream_id, NO_SIGNAL, Observation(False, stream.t_end))
-        self._check_pause(stream)
-        hop = self.config.hop_s / SUSPECT_HOP_DIVISOR if stream.suspect else self.config.hop_s
-        if stream.buffer.total - stream.last_eval_total >= hop * MODEL_FS:
-            stream.last_eval_total = stream.buffer.total
-            if stream.stream_id in self._due:
-                self.metrics.skipped.inc()  # the older window is superseded by this one
-            else:
-                self._due[stream.stream_id] = None
+        if out.admitted:
+            log.info("new bed %s (%.0f Hz, %d leads)", frame.stream_id, frame.fs, frame.samples.shape[0])
+        self._publish(out.alarms)
+        if out.due:
             self._due_event.set()
-
-    def _check_pause(self, stream: StreamState) -> None:
-        """The per-frame pause rule: no QRS for ``pause_threshold_s`` of valid signal.
-
-        Both the gap still open and one that closed inside the latest frame count: a 3.1 s
-        pause can end between two frame ends without either of them seeing 3.0 s.
-        """
-        now = stream.t_end
-        tracker = stream.pause
-        if not tracker.usable.any():
-            return  # no lead to judge: that is a LEADS_OFF, not a pause
-        threshold = self.config.pause_threshold_s
-        gap, end = tracker.gap(now), now
-        if tracker.closed_gap > gap:
-            gap, end = tracker.closed_gap, tracker.closed_at
-        onset = end - gap
-        if gap < threshold or stream.valid_samples < (now - onset) * MODEL_FS:
-            if gap < threshold:
-                self._observe(stream.stream_id, "PAUSE", Observation(False, now))
-            return
-        # A flat line on every lead is a lead-off, not an asystole: no PAUSE then. Judge the
-        # end of the gap, clear of the beat that opened it and of any that closed it.
-        since_end = round((now - end) * MODEL_FS)
-        span = int(min(gap - 0.5, 2.0) * MODEL_FS)
-        stretch = stream.buffer.latest(span + since_end)[:, :span]
-        if all(lead_quality(stretch[i], MODEL_FS) in (LeadQuality.FLAT, LeadQuality.MISSING) for i in range(2)):
-            return
-        self._observe(
-            stream.stream_id,
-            "PAUSE",
-            Observation(
-                True,
-                now,
-                min(0.99, 0.7 + 0.05 * (gap - threshold)),
-                onset,
-                "rules",
-                f"no QRS for {gap:.2f} s (threshold {threshold:.1f} s)",
-            ),
-        )
 
     # -- inference ----------------------------------------------------------------------
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._due_event.wait()
+            self._heartbeat = self.clock.monotonic()
+            if not self._stopping:
+                await self._due_event.wait()
             self._due_event.clear()
-            while self._due:
-                ids: list[str] = []
-                while self._due and len(ids) < self.config.max_batch:
-                    ids.append(self._due.popitem(last=False)[0])
-                jobs = []
-                for sid in ids:
-                    st = self.streams.get(sid)
-                    if st is None or st.valid_samples < MIN_WINDOW_S * MODEL_FS:
-                        continue  # buffer still filling after a start or a gap
-                    sig, t0 = st.window(self.config.window_s)
-                    jobs.append(WindowJob(sid, sig, t0))
+            deadline = self.clock.monotonic() + self.config.shutdown_timeout_s
+            while not self._force:
+                if self._stopping and self.clock.monotonic() > deadline:
+                    break
+                jobs = self.ward.take_due(self.config.max_batch, self.clock.wall(), self._rate)
                 if not jobs:
-                    continue
-                t = time.perf_counter()
-                clf = self.classifier
-                assert clf is not None
-                results = await loop.run_in_executor(self._executor, analyse, jobs, clf)
-                self.metrics.inference_latency.observe(time.perf_counter() - t)
-                self.metrics.batch_size.observe(len(jobs))
-                for r in results:
-                    self._apply(r)
+                    break
+                await self._classify(loop, jobs)
+                self._heartbeat = self.clock.monotonic()
             if self._stopping:
                 return
 
-    def _apply(self, r: WindowResult) -> None:
-        sid = r.job.stream_id
-        st = self.streams.get(sid)
-        if st is not None:
-            st.quality = (r.quality[0].value, r.quality[1].value)
-            st.pause.usable = np.array([q is LeadQuality.OK for q in r.quality])
-        t = r.t_end
-        res = r.result
-        if res is None:
-            self._observe(
-                sid,
-                LEADS_OFF,
-                Observation(
-                    True,
-                    t,
-                    1.0,
-                    r.job.t_start,
-                    "rules",
-                    f"no usable lead: lead 1 {r.quality[0].value}, lead 2 {r.quality[1].value}",
-                ),
-            )
-            if st is not None:
-                st.current, st.confidence, st.heart_rate = "LEADS_OFF", 0.0, math.nan
-            return
-        self._observe(sid, LEADS_OFF, Observation(False, t))
-        if res.source == "rules":
-            self.metrics.rules_only.inc(self.config.hop_s)
-        if st is not None:
-            st.current, st.confidence, st.heart_rate = res.event, res.confidence, res.heart_rate_bpm
-            # Anything but a confident NORMAL is looked at again after a quarter hop (0.5 s by default).
-            st.suspect = res.event != "NORMAL" or res.confidence < SUSPECT_BELOW
-        for event in ("VTACH", "AF"):
-            present = res.event == event
-            self._observe(
-                sid,
-                event,
-                Observation(
-                    present,
-                    t,
-                    res.confidence if present else 0.0,
-                    r.onset_time() if present else None,
-                    res.source,
-                    res.explanation,
-                ),
-            )
-        if res.event == "PAUSE" and res.confidence >= 0.8:
-            self._observe(
-                sid, "PAUSE", Observation(True, t, res.confidence, r.onset_time(), res.source, res.explanation)
-            )
+    async def _classify(self, loop: asyncio.AbstractEventLoop, jobs: list[WindowJob]) -> None:
+        """One batch: the classifier, or the rules if it fails; a failing window never stops the rest."""
+        clf = self.classifier
+        assert clf is not None
+        t = time.perf_counter()
+        self._batch_started = self.clock.monotonic()
+        try:
+            results = await loop.run_in_executor(self._executor, analyse, jobs, clf)
+        except Exception as exc:
+            self.metrics.window_errors.labels("classifier").inc(len(jobs))
+            self._ratelog.log(logging.ERROR, "classifier", f"classifier failed on a batch of {len(jobs)} "
+                              f"({type(exc).__name__}: {exc}); the rules judge it", exc_info=True)
+            try:
+                results = await loop.run_in_executor(self._executor, analyse, jobs, self.rules)
+            except Exception as exc2:
+                self.metrics.window_errors.labels("rules").inc(len(jobs))
+                self._ratelog.log(logging.ERROR, "rules", f"rules failed too ({type(exc2).__name__}: {exc2})")
+                return
+        finally:
+            self._batch_started = None
+        elapsed = time.perf_counter() - t
+        self.metrics.inference_latency.observe(elapsed)
+        self.metrics.batch_size.observe(len(jobs))
+        rate = len(jobs) / max(elapsed, 1e-3)
+        self._rate = rate if self._rate is None else (1 - RATE_WEIGHT) * self._rate + RATE_WEIGHT * rate
+        wall = self.clock.wall()
+        for r in results:
+            self._apply(r, wall)
+
+    def _apply(self, r: WindowResult, wall: float) -> None:
+        try:
+            if r.result is not None and r.result.source == "rules":
+                self.metrics.rules_only.inc()
+            self._publish(self.ward.on_results([r], wall))
+        except Exception as exc:
+            self.metrics.window_errors.labels("apply").inc()
+            self._ratelog.log(logging.ERROR, "apply", f"error applying a window of {r.job.stream_id} "
+                              f"({type(exc).__name__}: {exc})", exc_info=True)
 
     # -- alarms -------------------------------------------------------------------------
 
-    def _observe(self, sid: str, event: str, obs: Observation) -> None:
-        key = (sid, event)
-        tracker = self.trackers.get(key)
-        if tracker is None:
-            if not obs.present:
-                return
-            tracker = self.trackers[key] = EventTracker(event, DEFAULT_POLICIES[event])
-        emitted = tracker.observe(obs)
-        if emitted is None:
-            return
-        state, o = emitted
-        alarm = Alarm(
-            stream_id=sid,
-            event=event,
-            state=state.value,
-            priority=PRIORITY[event],
-            confidence=round(float(o.confidence), 4),
-            onset_time=round(tracker.onset_time, 3),
-            detected_time=round(o.time, 3),
-            published_at=round(self.clock.wall(), 3),
-            source=o.source,
-            model_version=self.model_version if o.source == "ml" else "rules",
-            explanation=o.explanation,
-        )
-        if state.value == "onset":
-            self.metrics.alarm_latency.labels(event).observe(max(0.0, o.time - tracker.onset_time))
-        log.info("ALARM %s %s %s (%s) %s", sid, event, state.value, alarm.priority, o.explanation[:120])
-        self.recent.append(alarm)
-        del self.recent[:-50]
-        for listener in self.alarm_listeners:
-            listener(alarm)
-        assert self._bus is not None
-        self._bus.publish(alarm)
-
-    def _on_sink_drop(self, sink: str) -> None:
-        self.metrics.alarms_dropped.labels(sink).inc()
+    def _publish(self, alarms: list[Alarm]) -> None:
+        for alarm in alarms:
+            if alarm.state == AlarmState.ONSET.value:
+                self.metrics.alarm_latency.labels(alarm.event).observe(max(0.0, alarm.detected_time - alarm.onset_time))
+            log.info(
+                "ALARM %s %s %s (%s) %s", alarm.stream_id, alarm.event, alarm.state, alarm.priority,
+                alarm.explanation[:120],
+            )
+            self.recent.append(alarm)
+            del self.recent[:-50]
+            for listener in self.alarm_listeners:
+                try:
+                    listener(alarm)
+                except Exception:
+                    self._ratelog.log(logging.ERROR, "listener", "an alarm listener failed", exc_info=True)
+            assert self._bus is not None
+            self._bus.publish(alarm)
 
     def active_alarms(self, sid: str) -> list[str]:
-        return [ev for (s, ev), tr in self.trackers.items() if s == sid and tr.active]
+        return self.ward.active_alarms(sid)
 
     # -- housekeeping -------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            wall = self.clock.wall()
-            active = 0
-            fill = 0.0
-            for sid, st in list(self.streams.items()):
-                silent = wall - st.last_wall
-                if silent > FORGET_STREAM_S:
-                    del self.streams[sid]
-                    for key in [k for k in self.trackers if k[0] == sid]:
-                        del self.trackers[key]
-                    log.info("forgot stream %s after %.0f s of silence", sid, silent)
-                    continue
-                if silent > self.config.no_signal_s:
-                    self._observe(
-                        sid,
-                        NO_SIGNAL,
-                        Observation(True, st.t_end + silent, 1.0, st.t_end, "rules", f"no data for {silent:.1f} s"),
-                    )
-                    st.gap_open = True
-                if silent < 60:
-                    active += 1
-                fill += len(st.buffer) / st.buffer.capacity
-            self.metrics.streams.set(active)
-            self.metrics.buffer_fill.set(fill / len(self.streams) if self.streams else 0.0)
+            try:
+                self._publish(self.ward.on_tick(self.clock.wall()))
+            except Exception as exc:
+                self._ratelog.log(logging.ERROR, "housekeeping", f"housekeeping failed ({exc})", exc_info=True)
+            started = self._batch_started
+            if started is not None and self.clock.monotonic() - started > self.config.worker_stall_s:
+                raise RuntimeError(
+                    f"inference worker stalled: one batch has run for over {self.config.worker_stall_s:.0f} s"
+                )
+
+    async def _lag_probe(self) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.metrics.loop_lag.set(max(0.0, time.monotonic() - t - LAG_PROBE_S))
 
 
-async def serve(
-    config: MonitorConfig,
-    *,
-    registry: CollectorRegistry | None = None,
-    clock: Clock | None = None,
-    stop: asyncio.Event | None = None,
-    duration_s: float | None = None,
-    console: bool | None = None,
-) -> Monitor:
-    """Run the daemon until SIGINT/SIGTERM, ``stop`` is set, or ``duration_s`` passes."""
-    from monitor.console import Console
-
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with Monitor(config, registry=registry, clock=clock) as mon:
-        use_console = config.console if console is None else console
-        async with Console(mon, enabled=use_console):
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=duration_s)
-            log.info("stopping")
-    return mon
-
-
-def run(config: MonitorConfig, **kwargs: Any) -> int:
-    """Blocking entry point: run the daemon with ``config``; return the exit code."""
-    asyncio.run(serve(config, **kwargs))
-    return 0
+async def _quietly(aw: object, what: str) -> None:
+    """Await a shutdown step; log its failure instead of skipping the steps after it."""
+    try:
+        await aw  # type: ignore[misc]
+    except Exception:
+        log.exception("error while %s", what)

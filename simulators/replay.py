@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.wire import DType, encode
+from protocol.wire import DType, encode
 from simulators.sender import FrameSender, paced
 from simulators.simulate import write_truth
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.alarms import Alarm
+from protocol.alarm import Alarm
 
 EVENTS = ("AF", "VTACH", "PAUSE")
 

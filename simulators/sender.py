@@ -18,7 +18,7 @@ import zmq
 import zmq.asyncio
 
 from monitor.transports.mqtt_transport import client_for
-from monitor.urls import parse_url
+from protocol.urls import parse_url
 
 log = logging.getLogger(__name__)
 

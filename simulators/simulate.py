@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.wire import DType, encode
+from protocol.wire import DType, encode
 from simulators.sender import FrameSender, paced
 from simulators.synthetic import SyntheticPatient, make_patient, truth_events
 

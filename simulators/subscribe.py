@@ -14,9 +14,11 @@ import zmq
 import zmq.asyncio
 from rich.console import Console
 
-from monitor.alarms import Alarm
+from monitor.transports.backoff import Backoff
 from monitor.transports.mqtt_transport import client_for
-from monitor.urls import parse_url
+from protocol.alarm import Alarm
+from protocol.topics import ZMQ_ALARM_PREFIX
+from protocol.urls import parse_url
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIter
     if ep.is_zmq:
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, b"alarm.")
+        sock.setsockopt(zmq.SUBSCRIBE, ZMQ_ALARM_PREFIX)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(ep.zmq_addr)
         if ready is not None:
@@ -60,14 +62,16 @@ async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIter
         finally:
             sock.close(0)
             ctx.term()
-    backoff = 0.5
+    backoff = Backoff()
+    loop = asyncio.get_running_loop()
     while True:
+        up_since: float | None = None
         try:
             async with client_for(ep) as client:
                 await client.subscribe("ecg/+/alarms", qos=1)
+                up_since = loop.time()
                 if ready is not None:
                     ready.set()
-                backoff = 0.5
                 async for msg in client.messages:
                     payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
                     try:
@@ -75,9 +79,9 @@ async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIter
                     except (ValueError, TypeError, KeyError) as exc:
                         log.warning("ignored a malformed alarm message: %s", exc)
         except aiomqtt.MqttError as exc:
-            log.debug("MQTT subscriber lost (%s); retrying in %.1fs", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+            delay = backoff.after(None if up_since is None else loop.time() - up_since)
+            log.debug("MQTT subscriber lost (%s); retrying in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
 
 
 STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}

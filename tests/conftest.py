@@ -16,7 +16,7 @@ import pytest
 from classifier.training.records import data_dir as _data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "app.cli"]
 
 
 def free_port() -> int:

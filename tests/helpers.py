@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from monitor.alarms import Alarm
 from monitor.config import MonitorConfig
 from monitor.daemon import Monitor
+from protocol.alarm import Alarm
 from simulators.subscribe import alarms_from
 from tests.conftest import free_port
 

@@ -1,8 +1,8 @@
 import numpy as np
 from scipy import signal
 
-from monitor.resample import StreamResampler
-from monitor.ringbuffer import RingBuffer
+from monitor.core.resample import StreamResampler
+from monitor.core.ringbuffer import RingBuffer
 
 
 def test_ring_buffer_keeps_the_newest_samples_in_order() -> None:

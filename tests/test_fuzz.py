@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from monitor.wire import HEADER, DType, encode
+from protocol.wire import HEADER, DType, encode
 from simulators.sender import FrameSender
 from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
 from tests.helpers import running_monitor, wait_for

@@ -8,7 +8,7 @@ import json
 import aiomqtt
 import numpy as np
 
-from monitor.wire import DType, encode
+from protocol.wire import DType, encode
 from simulators.sender import FrameSender
 from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
 from tests.conftest import Broker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.constants import MODEL_FS
-from monitor.stream import PauseTracker
+from monitor.core.stream import PauseTracker
 
 FRAME = 25  # about 0.2 s at 128 Hz
 

@@ -3,11 +3,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.alarms import DEFAULT_POLICIES, Alarm, AlarmPolicy, AlarmState, EventTracker, Observation
 from monitor.config import ConfigError, MonitorConfig
-from monitor.quality import LeadQuality, lead_quality
+from monitor.core.alarms import DEFAULT_POLICIES, AlarmPolicy, EventTracker, Observation
+from monitor.core.quality import LeadQuality, lead_quality
 from monitor.shard import owns, shard_of
-from monitor.urls import parse_url
+from protocol.alarm import Alarm, AlarmState
+from protocol.urls import parse_url
 from simulators.synthetic import SyntheticPatient, make_patient
 
 FS = 128.0

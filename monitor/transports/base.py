@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from monitor.alarms import Alarm
+from protocol.alarm import Alarm
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,18 +9,37 @@ import zmq.asyncio
 from monitor.transports.base import AlarmSink, SampleSource
 from monitor.transports.mqtt_transport import MqttAlarmSink, MqttSource
 from monitor.transports.zmq_transport import ZmqAlarmSink, ZmqSource
-from monitor.urls import parse_url
+from protocol.urls import parse_url
+from protocol.wire import MAX_FRAME_BYTES
 
 
-def make_source(url: str, ctx: zmq.asyncio.Context, mqtt_topic: str = "ecg/+/samples") -> SampleSource:
+def make_source(
+    url: str,
+    ctx: zmq.asyncio.Context,
+    mqtt_topic: str = "ecg/+/samples",
+    *,
+    max_bytes: int = MAX_FRAME_BYTES,
+    on_reject: Callable[[str], None] | None = None,
+    on_connected: Callable[[str, bool], None] | None = None,
+) -> SampleSource:
     ep = parse_url(url)
     if ep.is_zmq:
-        return ZmqSource(ep, ctx)
-    return MqttSource(ep, mqtt_topic)
+        return ZmqSource(ep, ctx, max_bytes=max_bytes)
+    return MqttSource(ep, mqtt_topic, max_payload=max_bytes, on_reject=on_reject, on_connected=on_connected)
 
 
-def make_sink(url: str, ctx: zmq.asyncio.Context, on_drop: Callable[[str], None] | None = None) -> AlarmSink:
+def make_sink(
+    url: str,
+    ctx: zmq.asyncio.Context,
+    *,
+    on_drop: Callable[[str], None] | None = None,
+    on_dead_letter: Callable[[str], None] | None = None,
+    on_connected: Callable[[str, bool], None] | None = None,
+    dead_letter: str | None = None,
+) -> AlarmSink:
     ep = parse_url(url)
     if ep.is_zmq:
         return ZmqAlarmSink(ep, ctx)
-    return MqttAlarmSink(ep, on_drop=on_drop)
+    return MqttAlarmSink(
+        ep, on_drop=on_drop, on_dead_letter=on_dead_letter, on_connected=on_connected, dead_letter=dead_letter
+    )

@@ -1,28 +1,77 @@
-"""MQTT through aiomqtt: subscribe to sample frames, publish alarms. Reconnects with backoff."""
+"""MQTT through aiomqtt: subscribe to sample frames, publish alarms.
+
+Both directions reconnect on the short schedule of ``backoff.Backoff`` (first retry at once, cap
+1.5 s), so a broker that returns sees the monitor again within about 2 s. The alarm sink never
+lets one message hold up the ones behind it: a message in flight when the connection failed
+``max_attempts`` times, or one whose stream id or event is not a safe topic level, goes to a
+dead letter (file line, ERROR log, callback) instead of being retried for ever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import re
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import aiomqtt
+import paho.mqtt.client as paho
 
-from monitor.alarms import Alarm, AlarmState
+from monitor.transports.backoff import Backoff
 from monitor.transports.base import RawFrame
-from monitor.urls import Endpoint
+from protocol.alarm import Alarm, AlarmState
+from protocol.urls import Endpoint
 
 log = logging.getLogger(__name__)
 
-BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 30.0
+#: Seconds aiomqtt waits for CONNACK, SUBACK or PUBACK before calling the connection failed.
+#: A refused connect (broker down on loopback) fails at once regardless.
+OPERATION_TIMEOUT_S = 5.0
+#: MQTT keepalive: a silently dead broker (no TCP reset) is noticed after about 1.5x this.
+KEEPALIVE_S = 15
+#: Largest sample payload accepted; a 10 s two-lead float32 frame at 2 kHz is 160 kB.
+MAX_PAYLOAD_BYTES = 1 << 20
+#: Bounds on received messages waiting for the daemon; beyond them new messages are dropped.
+MAX_QUEUED_MESSAGES = 1000
+MAX_QUEUED_BYTES = 64 << 20
+#: A message in flight when the connection failed this many times goes to the dead letter.
+MAX_SEND_ATTEMPTS = 3
+#: Seconds the alarm sink keeps sending at shutdown while connected.
+DRAIN_S = 5.0
+#: Repeated conditions are logged at most once per this many seconds.
+LOG_EVERY_S = 10.0
+
+_SAFE_LEVEL = re.compile(r"[A-Za-z0-9_:-]{1,64}")
 
 
-def client_for(endpoint: Endpoint, identifier: str | None = None) -> aiomqtt.Client:
+def safe_topic_level(s: str) -> bool:
+    """True if ``s`` can be one MQTT topic level as is: 1-64 of ``A-Za-z0-9_:-``.
+
+    Anything else (``/``, wildcards, control characters such as a trailing newline, which makes
+    mosquitto drop the connection) must never reach a publish.
+    """
+    return _SAFE_LEVEL.fullmatch(s) is not None
+
+
+def client_for(
+    endpoint: Endpoint,
+    identifier: str | None = None,
+    *,
+    timeout: float = OPERATION_TIMEOUT_S,
+    keepalive: int = KEEPALIVE_S,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
+    max_queued_incoming_messages: int | None = None,
+) -> aiomqtt.Client:
     """An aiomqtt client for ``mqtt://`` or ``mqtts://`` (system CA store for TLS)."""
     tls: ssl.SSLContext | None = ssl.create_default_context() if endpoint.scheme == "mqtts" else None
     return aiomqtt.Client(
@@ -32,7 +81,10 @@ def client_for(endpoint: Endpoint, identifier: str | None = None) -> aiomqtt.Cli
         password=endpoint.password,
         identifier=identifier,
         tls_context=tls,
-        timeout=10,
+        timeout=timeout,
+        keepalive=keepalive,
+        queue_type=queue_type,
+        max_queued_incoming_messages=max_queued_incoming_messages,
     )
 
 
@@ -42,14 +94,102 @@ def stream_of_topic(topic: str) -> str | None:
     return parts[1] if len(parts) == 3 else None
 
 
-class MqttSource:
-    """Subscribes to ``ecg/+/samples``; the topic's stream id must match the frame's."""
+class _Throttle:
+    """Logs a repeated condition at most once per ``every`` seconds per key, with the count since."""
 
-    def __init__(self, endpoint: Endpoint, topic: str = "ecg/+/samples") -> None:
+    def __init__(self, logger: logging.Logger, every: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.logger = logger
+        self.every = every
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._count: Counter[str] = Counter()
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> None:
+        self._count[key] += 1
+        now = self.clock()
+        last = self._last.get(key)
+        if last is None or now - last >= self.every:
+            n = self._count[key]
+            suffix = f" ({n} times since the last report)" if last is not None else ""
+            self.logger.log(level, msg + suffix, *args)
+            self._last[key] = now
+            self._count[key] = 0
+
+
+def _payload_len(payload: object) -> int:
+    if isinstance(payload, (bytes, bytearray)):
+        return len(payload)
+    return 0 if payload is None else len(str(payload))
+
+
+def _incoming_queue(
+    max_payload: int, max_bytes: int, reject: Callable[[str], None]
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """aiomqtt's incoming queue, bounded by count and bytes. Oversized messages ("too_large") and
+    messages arriving while it is full ("queue_full") are dropped on arrival, before any decode,
+    and reported through ``reject``; what is already queued is kept (drop newest).
+    """
+
+    class IncomingQueue(asyncio.Queue[aiomqtt.Message]):
+        queued_bytes = 0
+
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            n = _payload_len(item.payload)
+            if n > max_payload:
+                reject("too_large")
+                return
+            if self.full() or self.queued_bytes + n > max_bytes:
+                reject("queue_full")
+                return
+            super().put_nowait(item)
+            self.queued_bytes += n
+
+        def get_nowait(self) -> aiomqtt.Message:
+            item = super().get_nowait()
+            self.queued_bytes -= _payload_len(item.payload)
+            return item
+
+    return IncomingQueue
+
+
+class MqttSource:
+    """Subscribes to ``ecg/+/samples``; the topic's stream id must match the frame's (the daemon
+    checks). Reports connection changes through ``on_connected(name, connected)`` and dropped
+    messages through ``on_reject(reason)``: "too_large" above ``max_payload`` bytes, "queue_full"
+    when ``max_queued`` messages or ``max_queued_bytes`` wait for the daemon already.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        topic: str = "ecg/+/samples",
+        *,
+        max_payload: int = MAX_PAYLOAD_BYTES,
+        max_queued: int = MAX_QUEUED_MESSAGES,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        on_reject: Callable[[str], None] | None = None,
+        on_connected: Callable[[str, bool], None] | None = None,
+        backoff: Backoff | None = None,
+        timeout: float = OPERATION_TIMEOUT_S,
+    ) -> None:
+        if max_payload < 1 or max_queued < 1 or max_queued_bytes < max_payload:
+            raise ValueError("need max_payload >= 1, max_queued >= 1 and max_queued_bytes >= max_payload")
         self.endpoint = endpoint
         self.topic = topic
         self.name = "mqtt"
-        self.connected = asyncio.Event()
+        self.max_payload = max_payload
+        self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self.timeout = timeout
+        self._on_reject = on_reject
+        self._on_connected = on_connected
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._connected = False
+        self._throttle = _Throttle(log)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
 
     async def __aenter__(self) -> Self:
         return self
@@ -57,45 +197,128 @@ class MqttSource:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.connected.clear()
+        self._set_connected(False)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self._connected:
+            self._connected = connected
+            if self._on_connected is not None:
+                self._on_connected(self.name, connected)
+
+    def _reject(self, reason: str) -> None:
+        self._throttle.log(logging.WARNING, reason, "MQTT ingest %s dropped a message: %s", self.endpoint, reason)
+        if self._on_reject is not None:
+            self._on_reject(reason)
 
     async def frames(self) -> AsyncIterator[RawFrame]:
-        backoff = BACKOFF_START_S
-        while True:
-            try:
-                async with client_for(self.endpoint) as client:
-                    await client.subscribe(self.topic, qos=0)
-                    log.info("MQTT ingest subscribed to %s on %s", self.topic, self.endpoint)
-                    self.connected.set()
-                    backoff = BACKOFF_START_S
-                    async for msg in client.messages:
-                        payload = msg.payload
-                        if not isinstance(payload, (bytes, bytearray)):
-                            payload = str(payload).encode()
-                        yield RawFrame(bytes(payload), stream_of_topic(msg.topic.value))
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                log.warning("MQTT ingest %s lost (%s); retrying in %.1fs", self.endpoint, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        loop = asyncio.get_running_loop()
+        queue_type = _incoming_queue(self.max_payload, self.max_queued_bytes, self._reject)
+        try:
+            while True:
+                up_since: float | None = None
+                try:
+                    async with client_for(
+                        self.endpoint,
+                        timeout=self.timeout,
+                        queue_type=queue_type,
+                        max_queued_incoming_messages=self.max_queued,
+                    ) as client:
+                        await client.subscribe(self.topic, qos=0)
+                        up_since = loop.time()
+                        self._set_connected(True)
+                        log.info("MQTT ingest subscribed to %s on %s", self.topic, self.endpoint)
+                        async for msg in client.messages:
+                            payload = msg.payload
+                            if not isinstance(payload, (bytes, bytearray)):
+                                payload = str(payload).encode()
+                            yield RawFrame(bytes(payload), stream_of_topic(msg.topic.value))
+                except aiomqtt.MqttError as exc:
+                    self._set_connected(False)
+                    delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
+                    self._throttle.log(
+                        logging.WARNING, "lost", "MQTT ingest %s: %s; retrying in %.2fs", self.endpoint, exc, delay
+                    )
+                    await asyncio.sleep(delay)
+        finally:
+            self._set_connected(False)
+
+
+@dataclass(eq=False, slots=True)
+class _Outgoing:
+    """One queued publish: an alarm (then its stream's retained state), or the state alone."""
+
+    stream_id: str
+    alarm: Alarm | None
+    alarm_sent: bool = False
+    failures: int = 0
+
+
+def _never_sent(exc: aiomqtt.MqttError) -> bool:
+    """paho refused the publish because the connection was already gone: nothing was in flight."""
+    return isinstance(exc, aiomqtt.MqttCodeError) and exc.rc == paho.MQTT_ERR_NO_CONN
 
 
 class MqttAlarmSink:
     """Publishes each alarm on ``ecg/<stream>/alarms`` (QoS 1) and retains the stream's current
-    alarm state on ``ecg/<stream>/alarms/state``. Messages wait in a bounded queue while the
-    broker is away; when it is full the oldest is dropped and counted.
+    alarm state on ``ecg/<stream>/alarms/state``.
+
+    ``send`` never blocks: alarms wait in one bounded queue (this sink's, so they survive a broker
+    outage; the oldest is dropped and counted through ``on_drop`` when full). A message in flight
+    when the connection failed ``max_attempts`` times, or one that cannot be a topic, is
+    dead-lettered: its JSON appended to ``dead_letter`` (mode 0640), an ERROR logged and
+    ``on_dead_letter(name)`` called. After close, ``unsent`` is the number of alarms left queued.
     """
 
-    def __init__(self, endpoint: Endpoint, queue_size: int = 10_000, on_drop: Any = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        queue_size: int = 10_000,
+        on_drop: Callable[[str], None] | None = None,
+        *,
+        dead_letter: str | Path | None = None,
+        on_dead_letter: Callable[[str], None] | None = None,
+        on_connected: Callable[[str, bool], None] | None = None,
+        max_attempts: int = MAX_SEND_ATTEMPTS,
+        drain_s: float = DRAIN_S,
+        timeout: float = OPERATION_TIMEOUT_S,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if queue_size < 1 or max_attempts < 1 or drain_s < 0:
+            raise ValueError("need queue_size >= 1, max_attempts >= 1 and drain_s >= 0")
         self.endpoint = endpoint
         self.name = f"mqtt:{endpoint.host}:{endpoint.port}"
-        self._queue: asyncio.Queue[Alarm] = asyncio.Queue(queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self._active: dict[str, dict[str, dict[str, Any]]] = {}
+        self.queue_size = queue_size
+        self.max_attempts = max_attempts
+        self.drain_s = drain_s
+        self.timeout = timeout
+        self.dead_letter = Path(dead_letter) if dead_letter is not None else None
+        #: Alarms still queued when the sink was last closed.
+        self.unsent = 0
         self._on_drop = on_drop
-        self.connected = asyncio.Event()
+        self._on_dead_letter = on_dead_letter
+        self._on_connected = on_connected
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._queue: deque[_Outgoing] = deque()
+        self._inflight: _Outgoing | None = None
+        self._nonempty = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._active: dict[str, dict[str, dict[str, Any]]] = {}
+        self._connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._throttle = _Throttle(log)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    @property
+    def queued(self) -> int:
+        """Publishes waiting (alarms and retained state updates)."""
+        return len(self._queue)
 
     async def __aenter__(self) -> Self:
+        self.unsent = 0
         self._task = asyncio.create_task(self._run(), name=f"mqtt-sink-{self.endpoint}")
         return self
 
@@ -104,61 +327,198 @@ class MqttAlarmSink:
     ) -> None:
         if self._task is None:
             return
-        if self.connected.is_set():
-            try:
-                await asyncio.wait_for(self._queue.join(), timeout=5.0)
-            except TimeoutError:
-                log.warning("MQTT alarm sink closed with %d alarms unsent", self._queue.qsize())
+        if self._connected and self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=self.drain_s)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        self._inflight = None
+        self.unsent = sum(1 for it in self._queue if it.alarm is not None and not it.alarm_sent)
+        if self._queue:
+            log.warning(
+                "MQTT alarm sink %s closed with %d alarms (%d publishes in all) still queued for this broker; "
+                "they were not delivered over MQTT and remain only in the journal, if one is configured",
+                self.endpoint,
+                self.unsent,
+                len(self._queue),
+            )
 
     async def send(self, alarm: Alarm) -> None:
-        if self._queue.full():
-            self._queue.get_nowait()
-            self._queue.task_done()
-            log.warning("MQTT alarm queue full; dropped the oldest alarm")
-            if self._on_drop is not None:
-                self._on_drop(self.name)
-        self._queue.put_nowait(alarm)
+        """Queue an alarm; never blocks. One that cannot be a topic is dead-lettered at once."""
+        if not (safe_topic_level(alarm.stream_id) and safe_topic_level(alarm.event)):
+            self._dead_letter(alarm, alarm.stream_id, "stream id or event is not a safe MQTT topic level")
+            return
+        self._apply(alarm)
+        self._enqueue(_Outgoing(alarm.stream_id, alarm))
 
-    def _state_payload(self, alarm: Alarm) -> bytes:
+    def restore(self, alarms: Iterable[Alarm]) -> None:
+        """Seed the retained state after a restart: ``alarms`` are the latest per (stream, event)
+        from the journal. Active ones are remembered, resolved ones cleared, and one retained
+        state publish per stream is queued, so a stale retained "active" is corrected.
+        """
+        streams: dict[str, None] = {}
+        for alarm in alarms:
+            if not (safe_topic_level(alarm.stream_id) and safe_topic_level(alarm.event)):
+                log.warning("not restoring an alarm with an unsafe stream id or event: %r", alarm.stream_id)
+                continue
+            self._apply(alarm)
+            streams[alarm.stream_id] = None
+        for stream_id in streams:
+            self._enqueue(_Outgoing(stream_id, None))
+
+    def _apply(self, alarm: Alarm) -> None:
         active = self._active.setdefault(alarm.stream_id, {})
         if alarm.state == AlarmState.RESOLVED.value:
             active.pop(alarm.event, None)
         else:
             active[alarm.event] = json.loads(alarm.to_json())
-        return json.dumps({"stream_id": alarm.stream_id, "active": active}).encode()
+
+    def _state_payload(self, stream_id: str) -> bytes:
+        active = self._active.get(stream_id, {})
+        if not active:
+            self._active.pop(stream_id, None)
+        return json.dumps({"stream_id": stream_id, "active": active}).encode()
+
+    def _enqueue(self, item: _Outgoing) -> None:
+        if len(self._queue) >= self.queue_size:
+            # Drop the oldest that is not being published right now.
+            victim = self._queue[1] if self._queue[0] is self._inflight and len(self._queue) > 1 else self._queue[0]
+            self._queue.remove(victim)
+            if victim is self._inflight:
+                self._inflight = None
+            self._throttle.log(logging.WARNING, "full", "MQTT alarm queue of %s full; dropped the oldest", self.name)
+            if victim.alarm is not None and not victim.alarm_sent and self._on_drop is not None:
+                self._on_drop(self.name)
+        self._queue.append(item)
+        self._idle.clear()
+        self._nonempty.set()
+
+    def _remove(self, item: _Outgoing) -> None:
+        if self._queue and self._queue[0] is item:
+            self._queue.popleft()
+        elif item in self._queue:
+            self._queue.remove(item)
+        if not self._queue:
+            self._idle.set()
+
+    def _dead_letter(self, alarm: Alarm | None, stream_id: str, reason: str) -> None:
+        if alarm is not None and self.dead_letter is not None:
+            try:
+                fd = os.open(self.dead_letter, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                    fh.write(alarm.to_json() + "\n")
+            except OSError as exc:
+                self._throttle.log(
+                    logging.ERROR, "dead-letter-io", "could not write dead letter %s: %s", self.dead_letter, exc
+                )
+        self._throttle.log(
+            logging.ERROR,
+            "dead-letter",
+            "MQTT alarm sink %s dead-lettered %s for stream %r: %s",
+            self.name,
+            f"a {alarm.event} {alarm.state} alarm" if alarm is not None else "a retained state update",
+            stream_id,
+            reason,
+        )
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(self.name)
+
+    def _charge_inflight(self) -> None:
+        """The connection failed with ``_inflight`` on the wire: count it; dead-letter it at the limit."""
+        item, self._inflight = self._inflight, None
+        if item is None:
+            return
+        item.failures += 1
+        if item.failures >= self.max_attempts:
+            self._remove(item)
+            self._dead_letter(
+                item.alarm if not item.alarm_sent else None,
+                item.stream_id,
+                f"in flight when the connection failed {item.failures} times",
+            )
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self._connected:
+            self._connected = connected
+            if connected:
+                log.info("MQTT alarm sink connected to %s (%d queued)", self.endpoint, len(self._queue))
+            if self._on_connected is not None:
+                self._on_connected(self.name, connected)
 
     async def _run(self) -> None:
-        backoff = BACKOFF_START_S
-        while True:
-            try:
-                async with client_for(self.endpoint) as client:
-                    self.connected.set()
-                    backoff = BACKOFF_START_S
-                    while True:
-                        alarm = await self._queue.get()
-                        try:
-                            base = f"ecg/{alarm.stream_id}/alarms"
-                            await client.publish(base, alarm.to_json().encode(), qos=1)
-                            await client.publish(base + "/state", self._state_payload(alarm), qos=1, retain=True)
-                        except aiomqtt.MqttError:
-                            # Put it back at the front of the line: nothing is lost on reconnect.
-                            self._requeue(alarm)
-                            raise
-                        finally:
-                            self._queue.task_done()
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                log.warning("MQTT alarm sink %s lost (%s); retrying in %.1fs", self.endpoint, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                up_since: float | None = None
+                try:
+                    async with client_for(self.endpoint, timeout=self.timeout) as client:
+                        up_since = loop.time()
+                        self._set_connected(True)
+                        await self._session(client)
+                except aiomqtt.MqttError as exc:
+                    self._set_connected(False)
+                    self._charge_inflight()
+                    delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
+                    self._throttle.log(
+                        logging.WARNING,
+                        "lost",
+                        "MQTT alarm sink %s: %s; %d queued; retrying in %.2fs",
+                        self.endpoint,
+                        exc,
+                        len(self._queue),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+        finally:
+            self._set_connected(False)
 
-    def _requeue(self, alarm: Alarm) -> None:
-        items = [alarm]
-        while not self._queue.empty():
-            items.append(self._queue.get_nowait())
-            self._queue.task_done()
-        for it in items[: self._queue.maxsize]:
-            self._queue.put_nowait(it)
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """Publish until the connection fails. A watcher on the (empty) message stream notices a
+        disconnect at once, even mid-publish, where a QoS 1 publish would wait for its timeout.
+        """
+        pump = asyncio.create_task(self._pump(client))
+        watch = asyncio.create_task(self._watch(client))
+        try:
+            done, _ = await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pump.cancel()
+            watch.cancel()
+            await asyncio.gather(pump, watch, return_exceptions=True)
+        for task in done:
+            task.result()
+        raise aiomqtt.MqttError("MQTT session ended")
+
+    @staticmethod
+    async def _watch(client: aiomqtt.Client) -> None:
+        async for _ in client.messages:  # nothing is subscribed: this only raises on disconnect
+            pass
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        while True:
+            while not self._queue:
+                self._nonempty.clear()
+                await self._nonempty.wait()
+            item = self._queue[0]
+            self._inflight = item
+            try:
+                await self._publish(client, item)
+            except aiomqtt.MqttError as exc:
+                if _never_sent(exc):
+                    self._inflight = None
+                raise
+            except (ValueError, TypeError) as exc:  # paho refused the message itself
+                self._inflight = None
+                self._remove(item)
+                alarm = item.alarm if not item.alarm_sent else None
+                self._dead_letter(alarm, item.stream_id, f"refused by the MQTT client: {exc}")
+                continue
+            self._inflight = None
+            self._remove(item)
+
+    async def _publish(self, client: aiomqtt.Client, item: _Outgoing) -> None:
+        base = f"ecg/{item.stream_id}/alarms"
+        if item.alarm is not None and not item.alarm_sent:
+            await client.publish(base, item.alarm.to_json().encode(), qos=1)
+            item.alarm_sent = True
+        await client.publish(base + "/state", self._state_payload(item.stream_id), qos=1, retain=True)

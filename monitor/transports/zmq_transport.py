@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import zmq
 import zmq.asyncio
 
-from monitor.alarms import Alarm
 from monitor.transports.base import RawFrame
-from monitor.urls import Endpoint
+from protocol.alarm import Alarm
+from protocol.topics import zmq_alarm_topic
+from protocol.urls import Endpoint
+from protocol.wire import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
-#: Frames buffered in the kernel/ZeroMQ before the sender blocks (per socket).
-RCVHWM = 100_000
+#: Messages ZeroMQ queues per connected sender before that sender's PUSH blocks (back-pressure, no
+#: loss). With ``max_bytes`` = MAX_FRAME_BYTES (160,100 B) the worst case is 1000 x 160,100 B, about
+#: 160 MB per peer; typical 0.2 s int16 frames are ~250 B, so about 0.25 MB.
+RCVHWM: Final = 1000
+#: Messages the ingest loop takes before it lets other tasks run.
+DEFAULT_BATCH: Final = 256
+#: Alarm messages queued per subscriber before PUB drops (silently) for that subscriber: ~4 MB of JSON.
+ALARM_SNDHWM: Final = 10_000
 
 
 def bind(ctx: zmq.asyncio.Context, kind: int, endpoint: Endpoint, what: str, **opts: int) -> zmq.asyncio.Socket:
@@ -35,16 +44,43 @@ def bind(ctx: zmq.asyncio.Context, kind: int, endpoint: Endpoint, what: str, **o
 
 
 class ZmqSource:
-    """Binds a PULL socket; any number of senders PUSH frames to it."""
+    """Binds a PULL socket; any number of senders PUSH frames to it.
 
-    def __init__(self, endpoint: Endpoint, ctx: zmq.asyncio.Context) -> None:
+    Memory is bounded per peer: ``MAXMSGSIZE`` = ``max_bytes`` makes ZeroMQ drop the connection of a
+    peer that sends a larger message part (it never reaches the daemon and is not counted; a PUSH
+    peer reconnects by itself), and at most ``RCVHWM`` messages wait per peer, so at most
+    RCVHWM x max_bytes (about 160 MB with the defaults) per connected peer.
+
+    Fairness: pyzmq's awaited recv completes at once while messages are queued, so a plain
+    ``await recv`` loop never yields to the event loop under load and starves alarms, housekeeping
+    and signal handling. ``frames`` therefore drains at most ``batch`` queued messages with
+    non-blocking receives, then yields to the loop (``asyncio.sleep(0)``); with nothing queued it
+    awaits the next message without spinning.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        ctx: zmq.asyncio.Context,
+        *,
+        max_bytes: int = MAX_FRAME_BYTES,
+        batch: int = DEFAULT_BATCH,
+        rcvhwm: int = RCVHWM,
+    ) -> None:
+        if max_bytes < 1 or batch < 1 or rcvhwm < 1:
+            raise ValueError(f"max_bytes, batch and rcvhwm must be >= 1, got {max_bytes}, {batch}, {rcvhwm}")
         self.endpoint = endpoint
         self.name = "zmq"
+        self.max_bytes = max_bytes
+        self.batch = batch
+        self.rcvhwm = rcvhwm
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
 
     async def __aenter__(self) -> Self:
-        self._sock = bind(self._ctx, zmq.PULL, self.endpoint, "ingest", RCVHWM=RCVHWM, LINGER=0)
+        self._sock = bind(
+            self._ctx, zmq.PULL, self.endpoint, "ingest", RCVHWM=self.rcvhwm, MAXMSGSIZE=self.max_bytes, LINGER=0
+        )
         return self
 
     async def __aexit__(
@@ -55,24 +91,41 @@ class ZmqSource:
             self._sock = None
 
     async def frames(self) -> AsyncIterator[RawFrame]:
-        assert self._sock is not None, "enter the source first"
+        """Raw frames as they arrive: the last part of each message (a leading topic part is ignored)."""
+        sock = self._sock
+        assert sock is not None, "enter the source first"
+        taken = 0
         while True:
-            parts = await self._sock.recv_multipart(copy=True)
-            # The frame is the last part; a leading part, if any, is an optional topic.
+            if taken >= self.batch:
+                taken = 0
+                await asyncio.sleep(0)  # a full batch: let the rest of the daemon run before the next
+            try:
+                # NOBLOCK returns an already-completed future: awaiting it never suspends.
+                parts = await sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                # Nothing queued: wait for the next message without spinning.
+                parts = await sock.recv_multipart(copy=True)
+            taken += 1
             yield RawFrame(bytes(parts[-1]))
 
 
 class ZmqAlarmSink:
-    """Binds a PUB socket. Each message is two parts: topic ``alarm.<stream>.<event>`` and JSON."""
+    """Binds a PUB socket. Each message is two parts: topic ``alarm.<stream>.<event>`` and JSON.
 
-    def __init__(self, endpoint: Endpoint, ctx: zmq.asyncio.Context) -> None:
+    ZeroMQ PUB never blocks: once a subscriber has ``ALARM_SNDHWM`` messages queued (a stuck or slow
+    subscriber), further alarms to that subscriber are dropped silently, with no count available
+    from ZeroMQ. The journal sink keeps every alarm.
+    """
+
+    def __init__(self, endpoint: Endpoint, ctx: zmq.asyncio.Context, *, sndhwm: int = ALARM_SNDHWM) -> None:
         self.endpoint = endpoint
         self.name = f"zmq:{endpoint.port}"
+        self.sndhwm = sndhwm
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
 
     async def __aenter__(self) -> Self:
-        self._sock = bind(self._ctx, zmq.PUB, self.endpoint, "alarms", LINGER=1000)
+        self._sock = bind(self._ctx, zmq.PUB, self.endpoint, "alarms", SNDHWM=self.sndhwm, LINGER=1000)
         return self
 
     async def __aexit__(
@@ -84,5 +137,4 @@ class ZmqAlarmSink:
 
     async def send(self, alarm: Alarm) -> None:
         assert self._sock is not None
-        topic = f"alarm.{alarm.stream_id}.{alarm.event}".encode()
-        await self._sock.send_multipart([topic, alarm.to_json().encode()])
+        await self._sock.send_multipart([zmq_alarm_topic(alarm.stream_id, alarm.event), alarm.to_json().encode()])

@@ -13,10 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from monitor.alarms import Alarm
 from monitor.config import MonitorConfig
 from monitor.console import Console
 from monitor.daemon import Monitor
+from protocol.alarm import Alarm
 from simulators.score import format_table, read_jsonl, score
 from simulators.simulate import SimulateOptions, simulate
 from simulators.subscribe import SubscribeOptions, printer

@@ -1,4 +1,6 @@
-"""Window analysis run in the executor: lead quality, then one batched classifier call."""
+"""Window analysis, run by the daemon in its executor: lead quality, then one batched classifier
+call. Pure: no I/O, no state; the core builds the jobs and takes the results.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from classifier.constants import MODEL_FS
 from classifier.inference import MLECGClassifier
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
-from monitor.quality import LeadQuality, lead_quality, usable
+from monitor.core.quality import LeadQuality, lead_quality, usable
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,49 +1,14 @@
-"""Alarm messages and the per-stream, per-event alarm state machine. No I/O here."""
+"""The per-stream, per-event alarm state machine and its policies. No I/O here."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
-from typing import Any
+import math
+from dataclasses import dataclass, replace
 
-#: Technical (equipment) alarms beside the rhythm events.
-NO_SIGNAL = "NO_SIGNAL"
-LEADS_OFF = "LEADS_OFF"
+from protocol.alarm import AF, LEADS_OFF, NO_SIGNAL, PAUSE, PRIORITY, VTACH, Alarm, AlarmState
 
-PRIORITY = {"VTACH": "high", "PAUSE": "high", "AF": "medium", NO_SIGNAL: "low", LEADS_OFF: "low"}
-
-
-class AlarmState(StrEnum):
-    ONSET = "onset"
-    ONGOING = "ongoing"
-    RESOLVED = "resolved"
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """One alarm message, as published (JSON). Times: stream clock, except ``published_at``."""
-
-    stream_id: str
-    event: str
-    state: str
-    priority: str
-    confidence: float
-    onset_time: float
-    detected_time: float
-    published_at: float
-    source: str
-    model_version: str
-    explanation: str
-    schema: int = 1
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Alarm:
-        data: dict[str, Any] = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+#: ``instant_confidence`` that no observation reaches: onset needs ``onset_count`` positives.
+NEVER = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +28,11 @@ class AlarmPolicy:
 
 
 DEFAULT_POLICIES: dict[str, AlarmPolicy] = {
-    "VTACH": AlarmPolicy(onset_count=2, instant_confidence=0.85),
-    "PAUSE": AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=6.0, latch_clear_s=6.0),
-    "AF": AlarmPolicy(onset_count=3, instant_confidence=1.01, clear_s=30.0),
+    VTACH: AlarmPolicy(onset_count=2, instant_confidence=0.85),
+    PAUSE: AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=6.0, latch_clear_s=6.0),
+    AF: AlarmPolicy(onset_count=3, instant_confidence=NEVER, clear_s=30.0),
     NO_SIGNAL: AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=2.0, latch_clear_s=2.0),
-    LEADS_OFF: AlarmPolicy(onset_count=2, instant_confidence=1.01, clear_s=4.0, latch_clear_s=4.0),
+    LEADS_OFF: AlarmPolicy(onset_count=2, instant_confidence=NEVER, clear_s=4.0, latch_clear_s=4.0),
 }
 
 
@@ -95,7 +60,27 @@ class EventTracker:
     last_positive: float = 0.0
     last_emit: float = 0.0
     onset_time: float = 0.0
-    best: Observation | None = field(default=None)
+
+    @classmethod
+    def restored(cls, alarm: Alarm, policy: AlarmPolicy) -> EventTracker:
+        """An active tracker continuing ``alarm`` after a restart: same onset, no second onset."""
+        return cls(
+            alarm.event,
+            policy,
+            active=True,
+            first_onset=alarm.onset_time,
+            last_positive=alarm.detected_time,
+            last_emit=alarm.detected_time,
+            onset_time=alarm.onset_time,
+        )
+
+    def shift(self, dt: float) -> None:
+        """Move every stored time by ``dt``: the stream clock jumped and the bed follows it."""
+        self.last_positive += dt
+        self.last_emit += dt
+        self.onset_time += dt
+        if self.first_onset is not None:
+            self.first_onset += dt
 
     @property
     def latched(self) -> bool:
@@ -113,7 +98,6 @@ class EventTracker:
                     self.active = True
                     self.onset_time = self.first_onset
                     self.last_emit = obs.time
-                    self.best = obs
                     return AlarmState.ONSET, obs
                 return None
             if obs.time - self.last_emit >= self.policy.ongoing_every_s:
@@ -128,5 +112,8 @@ class EventTracker:
         if obs.time - self.last_positive >= hold:
             self.active = False
             self.first_onset = None
-            return AlarmState.RESOLVED, obs
+            why = f"not seen for {obs.time - self.last_positive:.1f} s (clears after {hold:.0f} s)"
+            return AlarmState.RESOLVED, replace(
+                obs, explanation=f"{why}; {obs.explanation}" if obs.explanation else why
+            )
         return None

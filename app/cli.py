@@ -54,7 +54,7 @@ def _nonneg(text: str) -> float:
 
 
 def _url(text: str) -> str:
-    from monitor.urls import parse_url
+    from protocol.urls import parse_url
 
     try:
         parse_url(text)
@@ -76,7 +76,7 @@ def _setup_logging(level: str) -> None:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from monitor.config import MonitorConfig
-    from monitor.daemon import run
+    from monitor.server import run
 
     cfg = MonitorConfig.load(
         a.config,
@@ -287,15 +287,22 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from monitor.bench import run_bench
-
     _setup_logging(a.log_level)
-    run_bench(out=a.out, quick=a.quick)
+    if a.faults:
+        from app.faults import run_faults
+
+        results = run_faults(out=a.out or "reports/reliability.md", quick=a.quick, only=a.only)
+        return 0 if all(r.passed for r in results) else 1
+    if a.only:
+        raise UsageError("--only picks fault scenarios: use it with --faults")
+    from app.bench import run_bench
+
+    run_bench(out=a.out or "reports/bench.md", quick=a.quick)
     return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from monitor.demo import demo
+    from app.demo import demo
 
     _setup_logging(a.log_level)
     return demo(patients=a.patients, duration=a.duration, seed=a.seed, console=not a.no_console)
@@ -411,9 +418,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--update-card", action="store_true", help="write the test figures into the model card")
     e.set_defaults(func=cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run the benchmarks, write reports/bench.md")
-    b.add_argument("--out", default="reports/bench.md")
-    b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    b = sub.add_parser("bench", help="run the benchmarks, write reports/bench.md (or reliability.md with --faults)")
+    b.add_argument("--out", help="report path (default reports/bench.md, or reports/reliability.md with --faults)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes / shorter scenarios, for a smoke run")
+    b.add_argument(
+        "--faults",
+        action="store_true",
+        help="run the fault-injection suite (broker and daemon kills, overload, poison input) instead",
+    )
+    b.add_argument(
+        "--only",
+        action="append",
+        choices=["alarm_broker", "ingest_broker", "daemon_kill", "overload", "poison"],
+        help="with --faults: run just this scenario (repeatable)",
+    )
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="daemon + synthetic ward on ZeroMQ, with console and summary")

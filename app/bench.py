@@ -38,7 +38,7 @@ def _sender(url: str, n_streams: int, seconds: float, t0: float, ready: Any, spe
     """
     import zmq
 
-    from monitor.wire import DType, encode
+    from protocol.wire import DType, encode
     from simulators.synthetic import SyntheticPatient, make_patient
 
     rng = np.random.default_rng(0)
@@ -119,18 +119,19 @@ async def _capacity_point(n: int, seconds: float) -> dict[str, Any]:
             await asyncio.sleep(0.5)
             now = time.time()
             if time.monotonic() - wall0 > 12.0 and mon.streams:  # past the buffer fill
-                ends = np.array([s.t_end for s in mon.streams.values()])
+                ends = np.array([b.stream.t_end for b in mon.streams.values() if b.stream is not None])
                 lags.extend((now - ends).tolist())
         cpu, wall = _cpu_s() - cpu0, time.monotonic() - wall0
         await asyncio.sleep(1.0)
         rss = _rss_mb()
-        skipped = reg.get_sample_value("ecg_windows_skipped_total") or 0.0
+        skipped = sum(reg.get_sample_value(f"ecg_windows_{k}_total") or 0.0 for k in ("shed", "superseded"))
         windows = reg.get_sample_value("ecg_inference_batch_size_sum") or 0.0
         lat_sum = reg.get_sample_value("ecg_inference_latency_seconds_sum") or 0.0
         lat_n = reg.get_sample_value("ecg_inference_latency_seconds_count") or 1.0
         frames = reg.get_sample_value("ecg_frames_ingested_total", {"transport": "zmq"}) or 0.0
         streams = len(mon.streams)
-        per_stream_kb = float(np.mean([s.buffer.nbytes for s in mon.streams.values()]) / 1024) if mon.streams else 0.0
+        bufs = [b.stream.buffer.nbytes for b in mon.streams.values() if b.stream is not None]
+        per_stream_kb = float(np.mean(bufs) / 1024) if bufs else 0.0
     lag = np.asarray(lags) if lags else np.asarray([np.nan])
     return {
         "streams": n,
@@ -241,7 +242,7 @@ def inference(quick: bool) -> dict[str, Any]:
     except Exception as exc:  # data absent: report throughput only
         agree = {"error": str(exc)}
     # Whole analysis path (quality + preprocessing + rules + network) as the daemon runs it.
-    from monitor.analysis import WindowJob, analyse
+    from monitor.core.analysis import WindowJob, analyse
     from simulators.synthetic import SyntheticPatient, make_patient
 
     rng = np.random.default_rng(0)
@@ -268,9 +269,9 @@ def inference(quick: bool) -> dict[str, Any]:
 
 async def _latency_run(feed: Callable[[str, str], Awaitable[object]]) -> dict[str, Any]:
     """Run a daemon, let ``feed(ingest_url, truth_path)`` stream into it, score its journal."""
-    from monitor.alarms import Alarm
     from monitor.config import MonitorConfig
     from monitor.daemon import Monitor
+    from protocol.alarm import Alarm
     from simulators.score import read_jsonl, score
 
     tmp = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
@@ -318,7 +319,7 @@ async def _ingest_rate(transport: str, n_frames: int) -> dict[str, Any]:
 
     from monitor.config import MonitorConfig
     from monitor.daemon import Monitor
-    from monitor.wire import encode
+    from protocol.wire import encode
     from simulators.sender import FrameSender
 
     broker = None
@@ -386,8 +387,8 @@ def memory_per_stream(n: int = 1000) -> dict[str, Any]:
     """
     import tracemalloc
 
-    from monitor.stream import StreamState
-    from monitor.wire import decode, encode
+    from monitor.core.stream import StreamState
+    from protocol.wire import decode, encode
 
     frame = decode(encode("m", 0, 1.0, FS, np.zeros((2, FRAME), dtype=np.float32)))
     tracemalloc.start()
@@ -395,7 +396,7 @@ def memory_per_stream(n: int = 1000) -> dict[str, Any]:
     states = []
     for i in range(n):
         st = StreamState(f"m{i}", FS, 2, 90.0)
-        st.ingest(frame, 0.0)
+        st.ingest(frame)
         st.buffer.write(np.ones((2, st.buffer.capacity), dtype=np.float32))
         states.append(st)
     kb = (tracemalloc.get_traced_memory()[0] - base) / 1024 / n
@@ -408,7 +409,7 @@ def memory_per_stream(n: int = 1000) -> dict[str, Any]:
 
 def simulator_rate(patients: int, frames: int = 25) -> dict[str, Any]:
     """How fast one process renders and encodes frames for ``patients`` synthetic streams."""
-    from monitor.wire import DType, encode
+    from protocol.wire import DType, encode
     from simulators.synthetic import SyntheticPatient, make_patient
 
     rng = np.random.default_rng(0)

@@ -1,0 +1,245 @@
+"""One bed: everything clinical about one stream, pure and synchronous, with the clock passed in.
+
+``Bedside`` owns the stream state (sequence checks, resampler, ring buffer, pause tracker), the
+single PAUSE rule, the technical alarms (NO_SIGNAL, LEADS_OFF), the event trackers, and building
+the alarm message. It is fed frames (``on_frame``), classifier window results (``on_result``)
+and clock ticks (``on_tick``), and returns the alarms to publish. Nothing here awaits, sleeps or
+reads a clock of its own, so its clinical behaviour is tested in milliseconds.
+
+Times: alarm and tracker times are the stream's clock (seconds); ``wall`` arguments are the
+daemon's wall clock, used only to notice silence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from classifier.constants import MIN_WINDOW_S, MODEL_FS
+from monitor.core.alarms import EventTracker, Observation
+from monitor.core.analysis import WindowJob, WindowResult
+from monitor.core.detection import DetectionConfig
+from monitor.core.pause import pause_observation
+from monitor.core.quality import LeadQuality
+from monitor.core.stream import IngestResult, StreamState
+from protocol.alarm import AF, LEADS_OFF, NO_SIGNAL, PAUSE, PRIORITY, VTACH, Alarm, AlarmState
+from protocol.wire import Frame
+
+
+@dataclass(slots=True)
+class FrameOutcome:
+    """What one accepted frame did, for the daemon's counters, and the alarms it raised."""
+
+    alarms: list[Alarm] = field(default_factory=list)
+    ingest: IngestResult | None = None
+    due: bool = False
+    admitted: bool = False  # this frame admitted the bed
+
+
+class Bedside:
+    def __init__(self, stream_id: str, config: DetectionConfig, wall: float, model_version: str = "rules") -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self.model_version = model_version
+        self.stream: StreamState | None = None
+        self.trackers: dict[str, EventTracker] = {}
+        self.admitted = False
+        self.last_wall = wall  # wall time of the newest frame (or of the restore)
+        self.t_ref = math.nan  # stream time at ``last_wall``: extrapolates silence
+        self.gap_open = False  # NO_SIGNAL raised for silence; resolves when data flows again
+        self.last_eval_total = 0
+        self.suspect = False  # last verdict abnormal or unsure: evaluate again sooner
+        # Latest verdict, for the console and the station.
+        self.heart_rate = math.nan
+        self.current = "-"
+        self.confidence = 0.0
+        self.quality: tuple[str, str] = ("-", "-")
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_frame(self, frame: Frame, wall: float) -> FrameOutcome:
+        """Take one decoded frame of this bed; raise ``WireError`` to reject it (nothing changes)."""
+        cfg = self.config
+        if self.stream is None:
+            self.stream = StreamState(self.stream_id, frame.fs, frame.samples.shape[0], cfg.buffer_s, cfg.resync_frames)
+        st = self.stream
+        prev_end = st.t_end
+        result = st.ingest(frame)
+        out = FrameOutcome(ingest=result)
+        self.last_wall, self.t_ref = wall, st.t_end
+        if not self.admitted and st.contiguous_s >= cfg.admit_after_s:
+            self.admitted = out.admitted = True
+        alarms = out.alarms
+        if result.resynced or result.resync_s:
+            for tracker in self.trackers.values():
+                tracker.shift(result.resync_s)
+            what = "restarted" if result.restarted else "resynchronised"
+            alarms += self._observe(
+                NO_SIGNAL,
+                Observation(
+                    True,
+                    frame.t0,
+                    1.0,
+                    frame.t0,
+                    "rules",
+                    f"stream {what}: its clock jumped {result.resync_s:+.1f} s; the data between is lost",
+                ),
+                wall,
+            )
+            self.gap_open = True
+        elif result.gap_s > 0 or result.restarted:
+            onset = prev_end if math.isfinite(prev_end) else frame.t0
+            alarms += self._observe(
+                NO_SIGNAL,
+                Observation(
+                    True, frame.t0, 1.0, onset, "rules", f"no data for {result.gap_s:.1f} s (gap in the stream)"
+                ),
+                wall,
+            )
+            self.gap_open = True
+        elif self.gap_open:
+            alarms += self._observe(NO_SIGNAL, Observation(False, st.t_end, 1.0, explanation="data flowing"), wall)
+            self.gap_open = NO_SIGNAL in self.trackers and self.trackers[NO_SIGNAL].active
+        obs = pause_observation(
+            st.pause,
+            st.t_end,
+            st.valid_samples / MODEL_FS,
+            st.buffer,
+            cfg.pause_threshold_s,
+        )
+        if obs is not None:
+            alarms += self._observe(PAUSE, obs, wall)
+        hop = cfg.suspect_hop_s if self.suspect else cfg.hop_s
+        if st.buffer.total - self.last_eval_total >= hop * MODEL_FS:
+            self.last_eval_total = st.buffer.total
+            out.due = st.valid_samples >= MIN_WINDOW_S * MODEL_FS
+        return out
+
+    def take_window(self) -> WindowJob | None:
+        """The window to classify now: the newest gap-free ``window_s``, or None while filling."""
+        st = self.stream
+        if st is None or st.valid_samples < MIN_WINDOW_S * MODEL_FS:
+            return None
+        sig, t0 = st.window(self.config.window_s)
+        return WindowJob(self.stream_id, sig, t0)
+
+    def on_result(self, r: WindowResult, wall: float, *, calm: bool = False) -> list[Alarm]:
+        """Take the classifier's verdict on one window of this bed.
+
+        The lead quality of the window also decides which leads the per-frame pause tracker
+        reads: a noisy lead's artefact must not count as beats that hide an asystole, and a
+        lead that is off must not count at all. ``calm``: the daemon is shedding load, so a
+        suspect bed is not re-checked sooner than every hop.
+        """
+        st = self.stream
+        self.quality = (r.quality[0].value, r.quality[1].value)
+        if st is not None:
+            st.pause.usable = np.array([q is LeadQuality.OK for q in r.quality])
+        t = r.t_end
+        res = r.result
+        alarms: list[Alarm] = []
+        if res is None:
+            self.current, self.confidence, self.heart_rate = LEADS_OFF, 0.0, math.nan
+            self.suspect = False
+            return self._observe(
+                LEADS_OFF,
+                Observation(
+                    True,
+                    t,
+                    1.0,
+                    r.job.t_start,
+                    "rules",
+                    f"no usable lead: lead 1 {self.quality[0]}, lead 2 {self.quality[1]}",
+                ),
+                wall,
+            )
+        alarms += self._observe(LEADS_OFF, Observation(False, t, 1.0, explanation="a lead is usable"), wall)
+        self.current, self.confidence, self.heart_rate = res.event, res.confidence, res.heart_rate_bpm
+        self.suspect = not calm and (res.event != "NORMAL" or res.confidence < self.config.suspect_below)
+        for event in (VTACH, AF):
+            present = res.event == event
+            alarms += self._observe(
+                event,
+                Observation(
+                    present,
+                    t,
+                    res.confidence,
+                    r.onset_time() if present else None,
+                    res.source,
+                    res.explanation if present else f"window called {res.event}: {res.explanation}",
+                ),
+                wall,
+            )
+        return alarms
+
+    def on_tick(self, wall: float) -> list[Alarm]:
+        """Housekeeping: a bed silent for ``no_signal_s`` of wall time raises NO_SIGNAL."""
+        silent = wall - self.last_wall
+        if not self.admitted or silent <= self.config.no_signal_s or not math.isfinite(self.t_ref):
+            return []
+        self.gap_open = True
+        return self._observe(
+            NO_SIGNAL,
+            Observation(True, self.t_ref + silent, 1.0, self.t_ref, "rules", f"no data for {silent:.1f} s"),
+            wall,
+        )
+
+    def restore(self, alarms: list[Alarm], wall: float) -> None:
+        """Continue alarms that were active when the daemon stopped: same onset, no new onset."""
+        self.admitted = True
+        self.last_wall = wall
+        for a in alarms:
+            policy = self.config.policies.get(a.event)
+            if policy is not None and a.stream_id == self.stream_id:
+                self.trackers[a.event] = EventTracker.restored(a, policy)
+                self.t_ref = a.detected_time if math.isnan(self.t_ref) else max(self.t_ref, a.detected_time)
+
+    def close(self, wall: float, why: str) -> list[Alarm]:
+        """The bed is forgotten: resolve what is still active, so no display keeps a stale alarm."""
+        out: list[Alarm] = []
+        t = self.t_ref + (wall - self.last_wall) if math.isfinite(self.t_ref) else 0.0
+        for event, tracker in self.trackers.items():
+            if tracker.active:
+                tracker.active = False
+                out.append(
+                    self._message(
+                        event, AlarmState.RESOLVED, Observation(False, t, 0.0, None, "rules", why), tracker, wall
+                    )
+                )
+        return out
+
+    # -- alarms -------------------------------------------------------------------------
+
+    def active_alarms(self) -> list[str]:
+        return [ev for ev, tr in self.trackers.items() if tr.active]
+
+    def _observe(self, event: str, obs: Observation, wall: float) -> list[Alarm]:
+        if not self.admitted:
+            return []  # a stream not yet admitted raises nothing: junk ids cannot storm
+        tracker = self.trackers.get(event)
+        if tracker is None:
+            if not obs.present:
+                return []
+            tracker = self.trackers[event] = EventTracker(event, self.config.policies[event])
+        emitted = tracker.observe(obs)
+        if emitted is None:
+            return []
+        state, o = emitted
+        return [self._message(event, state, o, tracker, wall)]
+
+    def _message(self, event: str, state: AlarmState, o: Observation, tracker: EventTracker, wall: float) -> Alarm:
+        return Alarm(
+            stream_id=self.stream_id,
+            event=event,
+            state=state.value,
+            priority=PRIORITY[event],
+            confidence=round(float(o.confidence), 4),
+            onset_time=round(tracker.onset_time, 3),
+            detected_time=round(o.time, 3),
+            published_at=round(wall, 3),
+            source=o.source,
+            model_version=self.model_version if o.source == "ml" else "rules",
+            explanation=o.explanation,
+        )

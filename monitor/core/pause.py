@@ -1,0 +1,163 @@
+"""PAUSE: the per-frame R-R gap tracker and the one rule that turns a gap into a PAUSE.
+
+Asystole cannot wait for the next classifier window, so a pause is judged on every frame from a
+cheap slope tracker. This module is the only place a PAUSE is decided; the rule-based
+classifier's own R-R gap check takes the same threshold from ``DetectionConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from classifier.constants import MODEL_FS
+from monitor.core.alarms import Observation
+from monitor.core.quality import LeadQuality, lead_quality
+from monitor.core.ringbuffer import RingBuffer
+
+#: Slope hits closer than this belong to one QRS complex...
+_HIT_GAP_S = 0.12
+#: ...unless the complex would grow longer than a QRS can be (VT and VF keep hitting).
+_QRS_MAX_S = 0.2
+#: Frames whose slope maxima form the QRS level (a ring), how often the level is refreshed (frames),
+#: and how many frames are learnt before the tracker judges anything.
+_LEVEL_FRAMES = 64
+_LEVEL_EVERY = 8
+_LEARN_FRAMES = 15
+#: A slope above this fraction of the QRS level is a QRS hit.
+_HIT_FRACTION = 0.35
+#: Frames once the open gap is this long (s) no longer feed the level, so a pause cannot lower it.
+_LEVEL_FREEZE_GAP_S = 1.5
+
+
+@dataclass(slots=True)
+class PauseTracker:
+    """Cheap per-frame R-R gap check on the model-rate signal.
+
+    The slope over two samples (x[n] - x[n-2], about 8-50 Hz at 128 Hz) follows each lead; a
+    slope above 35% of the typical QRS slope (90th percentile of recent per-frame maxima)
+    counts as a hit, and hits are grouped into QRS complexes. Gaps run from QRS onset to QRS
+    onset, like the R-R interval they stand for (timing from the end of a QRS would shorten
+    every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
+    a pause a little over the threshold is not lost between two frame ends. The open gap grows
+    between frames, never on missing data. Plain numpy on a few dozen samples a frame.
+    """
+
+    prev: NDArray[np.float64] | None = None  # the last two samples of each lead
+    maxima: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _LEVEL_FRAMES)))
+    n_max: int = 0
+    level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    last_beat_t: float | None = None  # onset of the latest QRS, stream seconds
+    last_hit_t: float | None = None
+    closed_gap: float = 0.0  # longest onset-to-onset gap that ended in the latest frame, s
+    closed_at: float = 0.0  # when that gap ended (the onset of the QRS that closed it)
+    usable: NDArray[np.bool_] = field(default_factory=lambda: np.ones(2, dtype=bool))
+
+    def reset(self) -> None:
+        self.prev = None
+        self.n_max = 0
+        self.last_beat_t = None
+        self.last_hit_t = None
+        self.closed_gap = 0.0
+
+    def update(self, block: NDArray[np.float32], t_end: float) -> None:
+        """Feed a (2, n) model-rate block whose last sample is at stream time ``t_end``."""
+        n = block.shape[1]
+        self.closed_gap = 0.0
+        if n == 0:
+            return
+        x = np.nan_to_num(block.astype(np.float64))
+        ext = x if self.prev is None else np.concatenate([self.prev, x], axis=1)
+        self.prev = ext[:, -2:].copy()
+        if ext.shape[1] < 3:
+            return
+        slope = np.abs(ext[:, 2:] - ext[:, :-2])  # aligned with the last len-2 samples
+        peak = slope.max(axis=1)
+        if self.n_max > _LEARN_FRAMES:
+            if self.n_max % _LEVEL_EVERY == 0:
+                self.level = np.percentile(self.maxima[:, : min(self.n_max, _LEVEL_FRAMES)], 90, axis=1)
+            hits = (slope >= _HIT_FRACTION * self.level[:, None]) & self.usable[:, None]
+            cols = np.flatnonzero(hits.any(axis=0))
+            if cols.size:
+                self._group_hits(t_end - (slope.shape[1] - 1 - cols) / MODEL_FS)
+        else:
+            self.last_beat_t = t_end  # still learning the QRS level: no judgement yet
+            if self.n_max == _LEARN_FRAMES:
+                self.level = np.percentile(self.maxima[:, :_LEARN_FRAMES], 90, axis=1)
+        # Frames inside a pause must not drag the QRS level down.
+        if self.gap(t_end) < _LEVEL_FREEZE_GAP_S:
+            self.maxima[:, self.n_max % _LEVEL_FRAMES] = peak
+            self.n_max += 1
+
+    def _group_hits(self, times: NDArray[np.float64]) -> None:
+        onset, last = self.last_beat_t, self.last_hit_t
+        for t in times.tolist():
+            if last is None or onset is None or t - last > _HIT_GAP_S or t - onset > _QRS_MAX_S:
+                if onset is not None and t - onset > self.closed_gap:
+                    self.closed_gap, self.closed_at = t - onset, t
+                onset = t
+            last = t
+        self.last_beat_t, self.last_hit_t = onset, last
+
+    def gap(self, now: float) -> float:
+        return 0.0 if self.last_beat_t is None else now - self.last_beat_t
+
+
+#: Never judge a pause from less than this much of its end (s): shorter stretches look flat.
+_JUDGE_MAX_S = 2.0
+#: Keep clear of the T wave of the beat that opened the gap (s).
+_JUDGE_CLEAR_S = 0.5
+#: PAUSE confidence at the threshold, and its rise per second beyond it.
+PAUSE_BASE_CONFIDENCE = 0.7
+PAUSE_CONFIDENCE_PER_S = 0.05
+
+
+def pause_confidence(gap_s: float, threshold_s: float) -> float:
+    """Confidence of a PAUSE: 0.7 at the threshold, +0.05 per second beyond, at most 0.99."""
+    return float(min(0.99, PAUSE_BASE_CONFIDENCE + PAUSE_CONFIDENCE_PER_S * (gap_s - threshold_s)))
+
+
+def pause_observation(
+    tracker: PauseTracker,
+    now: float,
+    valid_s: float,
+    buffer: RingBuffer,
+    threshold_s: float,
+) -> Observation | None:
+    """The PAUSE rule: no QRS for ``threshold_s`` of valid signal, on a lead that is not off.
+
+    ``now`` is the stream time of the newest sample, ``valid_s`` the gap-free seconds behind it and
+    ``buffer`` the bed's model-rate ring buffer (read only when a gap reaches the threshold).
+    Both the open gap and one that closed inside the latest frame count: a 3.1 s pause can end
+    between two frame ends without either of them seeing 3.0 s. Returns a positive observation,
+    a negative one (no gap of that length), or None (cannot judge: no usable lead, too little
+    data, or every lead flat, which is a LEADS_OFF and never an asystole).
+    """
+    if not tracker.usable.any():
+        return None
+    gap, end = tracker.gap(now), now
+    if tracker.closed_gap > gap:
+        gap, end = tracker.closed_gap, tracker.closed_at
+    if gap < threshold_s:
+        return Observation(False, now)
+    onset = end - gap
+    if valid_s < now - onset:
+        return None
+    # Judge the end of the gap, clear of the beat that opened it and of any that closed it.
+    since_end = round((now - end) * MODEL_FS)
+    span = int(min(gap - _JUDGE_CLEAR_S, _JUDGE_MAX_S) * MODEL_FS)
+    if span <= 0 or len(buffer) < span + since_end:
+        return None
+    stretch = buffer.latest(span + since_end)[:, :span]
+    if all(lead_quality(stretch[i], MODEL_FS) in (LeadQuality.FLAT, LeadQuality.MISSING) for i in range(2)):
+        return None
+    return Observation(
+        True,
+        now,
+        pause_confidence(gap, threshold_s),
+        onset,
+        "rules",
+        f"no QRS for {gap:.2f} s (threshold {threshold_s:.1f} s)",
+    )

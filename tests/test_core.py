@@ -1,0 +1,286 @@
+"""The per-bed core's clinical behaviour, with a fake clock: no sockets, no sleeps, milliseconds.
+
+Frames are real wire frames (encoded and decoded) of synthetic two-lead beat trains; window
+results are built directly, as the classifier worker would hand them over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classifier.result import Classification
+from monitor.core.analysis import WindowResult
+from monitor.core.detection import DetectionConfig, DetectionConfigError
+from monitor.core.quality import LeadQuality
+from monitor.core.ward import Ward
+from protocol.alarm import Alarm
+from protocol.wire import Frame, WireError, decode, encode
+
+FS = 250.0
+FRAME_S = 0.2
+N = int(FS * FRAME_S)
+OK = (LeadQuality.OK, LeadQuality.OK)
+
+
+def beat_train(seconds: float, rr_s: float = 0.8, gaps: tuple[tuple[float, float], ...] = (), flat: bool = False,
+               seed: int = 0) -> np.ndarray:
+    """Two leads (mV) at FS: a 0.1 s triangular QRS every ``rr_s``, none inside ``gaps`` (start, end s)."""
+    n = int(seconds * FS)
+    rng = np.random.default_rng(seed)
+    x = np.zeros((2, n)) if flat else rng.normal(0.0, 0.03, (2, n))
+    if flat:
+        return x.astype(np.float32)
+    w = int(0.1 * FS)
+    tri = np.concatenate([np.linspace(0, 1.2, w // 2, endpoint=False), np.linspace(1.2, 0, w - w // 2)])
+    t = 0.3
+    while t < seconds - 0.2:
+        if not any(a <= t < b for a, b in gaps):
+            i = int(t * FS)
+            x[:, i : i + w] += tri
+        t += rr_s
+    return x.astype(np.float32)
+
+
+class Bed:
+    """Drives one stream into a Ward with a fake wall clock that advances with the frames."""
+
+    def __init__(self, ward: Ward, sid: str = "bed-1", t0: float = 1000.0) -> None:
+        self.ward, self.sid = ward, sid
+        self.seq, self.t, self.wall = 0, t0, 5000.0
+        self.alarms: list[Alarm] = []
+
+    def frame(self, x: np.ndarray, *, seq: int | None = None, t0: float | None = None) -> Frame:
+        return decode(encode(self.sid, self.seq if seq is None else seq, self.t if t0 is None else t0, FS, x))
+
+    def feed(self, x: np.ndarray) -> None:
+        """Send ``x`` frame by frame, in order, ticking the ward as a daemon would."""
+        for a in range(0, x.shape[1] - N + 1, N):
+            self.send(self.frame(x[:, a : a + N]))
+
+    def send(self, f: Frame, advance: bool = True) -> None:
+        self.alarms += self.ward.on_frame(f, self.wall).alarms
+        if advance:
+            self.seq, self.t = f.seq + 1, f.t0 + f.duration
+            self.wall += FRAME_S
+        self.alarms += self.ward.on_tick(self.wall)
+
+    def result(self, event: str, confidence: float = 0.95) -> None:
+        bed = self.ward.beds[self.sid]
+        job = bed.take_window()
+        assert job is not None
+        res = Classification(event, confidence, 0 if event != "NORMAL" else None, f"test {event}", "ml", 75.0)  # type: ignore[arg-type]
+        self.alarms += self.ward.on_results([WindowResult(job, OK, res)], self.wall)
+
+    def got(self, event: str, state: str = "onset") -> list[Alarm]:
+        return [a for a in self.alarms if a.event == event and a.state == state]
+
+
+def ward(**kw: float) -> Ward:
+    return Ward(DetectionConfig(**kw), max_beds=100)  # type: ignore[arg-type]
+
+
+def test_vtach_onset_persistence_latch_and_resolution() -> None:
+    b = Bed(ward())
+    b.feed(beat_train(12))
+    b.result("VTACH", 0.7)  # below the instant confidence: one positive is not yet an alarm
+    assert not b.got("VTACH")
+    b.feed(beat_train(0.6))
+    b.result("VTACH", 0.7)
+    [onset] = b.got("VTACH")
+    assert onset.priority == "high" and onset.source == "ml"
+    # High priority latches: a NORMAL window 10 s later does not resolve it, 20 s does.
+    b.feed(beat_train(10))
+    b.result("NORMAL", 0.9)
+    assert not b.got("VTACH", "resolved")
+    b.feed(beat_train(10.4))
+    b.result("NORMAL", 0.9)
+    [resolved] = b.got("VTACH", "resolved")
+    assert resolved.onset_time == onset.onset_time
+    assert "not seen for" in resolved.explanation and resolved.confidence == 0.9
+
+
+def test_confident_vtach_is_instant() -> None:
+    b = Bed(ward())
+    b.feed(beat_train(12))
+    b.result("VTACH", 0.9)
+    assert len(b.got("VTACH")) == 1
+
+
+def test_pause_fires_on_asystole_and_resolves() -> None:
+    b = Bed(ward())
+    b.feed(beat_train(30, gaps=((15.0, 19.5),)))
+    [onset] = b.got("PAUSE")
+    assert 1014.0 < onset.onset_time < 1015.5  # the beat before the gap, stream clock
+    assert onset.detected_time - onset.onset_time < 3.6  # raised within a frame of 3 s
+    assert "threshold 3.0 s" in onset.explanation
+    assert len(b.got("PAUSE", "resolved")) == 1
+
+
+def test_pause_threshold_reaches_the_rule() -> None:
+    b = Bed(ward(pause_threshold_s=5.0))
+    b.feed(beat_train(30, gaps=((15.0, 19.5),)))  # a 4 s gap
+    assert not b.got("PAUSE")
+    assert Ward(DetectionConfig(pause_threshold_s=5.0)).config.rule_thresholds().pause_s == 5.0
+
+
+def test_flat_leads_are_not_asystole() -> None:
+    b = Bed(ward())
+    x = beat_train(30)
+    x[:, int(15 * FS) :] = 0.0  # both leads come off: a flat line, not a pause
+    b.feed(x)
+    assert not b.got("PAUSE")
+
+
+def test_leads_off_from_windows_with_no_usable_lead() -> None:
+    w = ward()
+    b = Bed(w)
+    b.feed(beat_train(12))
+    for _ in range(2):
+        job = w.beds["bed-1"].take_window()
+        assert job is not None
+        b.alarms += w.on_results([WindowResult(job, (LeadQuality.FLAT, LeadQuality.MISSING), None)], b.wall)
+        b.feed(beat_train(1))
+    [off] = b.got("LEADS_OFF")
+    assert "lead 1 flat" in off.explanation
+    b.feed(beat_train(5))
+    b.result("NORMAL", 0.9)
+    assert len(b.got("LEADS_OFF", "resolved")) == 1
+
+
+def test_gap_raises_no_signal_then_resolves() -> None:
+    b = Bed(ward())
+    x = beat_train(20)
+    b.feed(x[:, : int(10 * FS)])
+    b.t += 5.0  # five seconds of frames never arrive
+    b.seq += 25
+    b.feed(x[:, int(10 * FS) :])
+    [gap] = b.got("NO_SIGNAL")
+    assert "no data for 5.0 s" in gap.explanation
+    assert gap.onset_time == pytest.approx(1010.0, abs=0.01)
+    assert len(b.got("NO_SIGNAL", "resolved")) == 1
+
+
+def test_silence_then_forgetting_resolves_everything() -> None:
+    w = ward()
+    b = Bed(w)
+    b.feed(beat_train(12))
+    b.result("VTACH", 0.95)
+    assert b.got("VTACH")
+    b.alarms += w.on_tick(b.wall + 4.0)
+    [silent] = b.got("NO_SIGNAL")
+    assert silent.priority == "low"
+    b.alarms += w.on_tick(b.wall + 601.0)
+    assert "bed-1" not in w.beds
+    assert {a.event for a in b.alarms if a.state == "resolved"} == {"VTACH", "NO_SIGNAL"}
+
+
+@pytest.mark.parametrize("glitch", ["seq", "t0", "clock_back"])
+def test_one_glitch_does_not_blind_a_bed(glitch: str) -> None:
+    w = ward()
+    b = Bed(w)
+    x = beat_train(40)
+    b.feed(x[:, : int(12 * FS)])
+    b.result("AF", 0.9)
+    if glitch == "clock_back":
+        b.t -= 20.0  # the device clock steps back and stays there
+    else:
+        bad = b.frame(x[:, :N], seq=b.seq + 1_000_000 if glitch == "seq" else b.seq,
+                      t0=b.t + 3600.0 if glitch == "t0" else b.t)
+        b.send(bad, advance=False)  # accepted as a jump; the frames after it look stale
+    rejected = 0
+    for a in range(int(12 * FS), x.shape[1] - N + 1, N):
+        try:
+            b.send(b.frame(x[:, a : a + N]))
+        except WireError:
+            rejected += 1
+            b.seq, b.t, b.wall = b.seq + 1, b.t + FRAME_S, b.wall + FRAME_S
+    assert rejected == w.config.resync_frames - 1  # blind for a few frames, not 600 s
+    assert w.counters.resyncs == 1
+    [tech] = b.got("NO_SIGNAL")  # one technical alarm: the jump (t0) or the resync (seq, clock)
+    assert "resynchronised" in tech.explanation or "no data for 3600" in tech.explanation
+    assert len(b.got("NO_SIGNAL", "resolved")) == len(b.got("NO_SIGNAL"))  # and it clears
+    bed = w.beds["bed-1"]
+    assert bed.stream is not None and bed.stream.t_end == pytest.approx(b.t, abs=1e-6)
+    assert bed.take_window() is not None  # classified again
+    # The AF alarm raised before the jump keeps its onset on the new clock and can still clear.
+    for _ in range(12):
+        b.feed(beat_train(3))
+        b.result("NORMAL", 0.9)
+    assert len(b.got("AF", "resolved")) <= 1
+
+
+def test_absurd_but_finite_t0_is_survived() -> None:
+    w = ward()
+    b = Bed(w)
+    b.feed(beat_train(5))
+    f = Frame("bed-1", b.seq, 1.5e308, FS, beat_train(0.2))  # as if the wire check were missing
+    w.on_frame(f, b.wall)  # no OverflowError
+    for _ in range(10):
+        try:
+            b.send(b.frame(beat_train(0.2)))
+        except WireError:
+            b.seq, b.t = b.seq + 1, b.t + FRAME_S
+    assert w.beds["bed-1"].stream.t_end == pytest.approx(b.t)  # type: ignore[union-attr]
+
+
+def test_junk_ids_cannot_push_out_beds_or_raise_alarms() -> None:
+    w = Ward(DetectionConfig(), max_beds=10, max_pending=50)
+    real = Bed(w, "real-1")
+    x = beat_train(20)
+    alarms: list[Alarm] = []
+    for i, a in enumerate(range(0, x.shape[1] - N + 1, N)):
+        for j in range(30):  # 30 junk ids per real frame, each sending one frame
+            sid = f"junk-{i}-{j}"
+            alarms += w.on_frame(decode(encode(sid, 0, 1.0, FS, x[:, :N])), real.wall).alarms
+        real.send(real.frame(x[:, a : a + N]))
+        alarms += w.on_tick(real.wall)
+    assert "real-1" in w.beds and len(w.beds) == 1
+    assert len(w.pending) <= 50 and w.counters.pending_evicted > 0
+    assert alarms == [] and not real.alarms
+    alarms += w.on_tick(real.wall + 30.0)
+    assert not [a for a in alarms if a.stream_id != "real-1"] and not w.pending  # junk is forgotten silently
+
+
+def test_restore_continues_alarms_without_a_second_onset() -> None:
+    w = ward()
+    before = Alarm("bed-1", "VTACH", "onset", "high", 0.9, 1005.0, 1007.0, 1.0, "ml", "m", "VT")
+    assert w.restore([before], 5000.0) == 1
+    b = Bed(w)
+    b.feed(beat_train(12))
+    b.result("VTACH", 0.95)
+    assert not b.got("VTACH")  # it continues: no duplicate onset
+    for _ in range(11):
+        b.feed(beat_train(2))
+        b.result("NORMAL", 0.9)
+    [resolved] = b.got("VTACH", "resolved")
+    assert resolved.onset_time == 1005.0
+
+
+def test_restored_bed_that_never_returns_raises_no_signal() -> None:
+    w = ward()
+    before = Alarm("bed-9", "PAUSE", "onset", "high", 0.8, 2000.0, 2003.0, 1.0, "rules", "rules", "pause")
+    w.restore([before], 100.0)
+    alarms = w.on_tick(105.0)
+    assert [(a.event, a.state) for a in alarms] == [("NO_SIGNAL", "onset")]
+
+
+def test_overload_sheds_oldest_due_windows_first() -> None:
+    w = Ward(DetectionConfig(), max_beds=100, shed_after_s=1.0)
+    beds = [Bed(w, f"b{i}") for i in range(20)]
+    x = beat_train(12)
+    for a in range(0, x.shape[1] - N + 1, N):
+        for b in beds:
+            b.send(b.frame(x[:, a : a + N]))
+    assert w.due_count == 20
+    jobs = w.take_due(4, beds[0].wall, rate_per_s=5.0)  # 5 windows/s can only do 5 in 1 s
+    assert len(jobs) == 4 and w.counters.shed == 15
+    assert [j.stream_id for j in jobs] == ["b15", "b16", "b17", "b18"]
+    assert w.due_count == 1
+
+
+def test_detection_config_is_validated() -> None:
+    with pytest.raises(DetectionConfigError, match="pause_threshold_s"):
+        DetectionConfig(pause_threshold_s=0.5)
+    with pytest.raises(DetectionConfigError, match="window_s"):
+        DetectionConfig(window_s=95.0)
