@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -95,7 +96,13 @@ def cmd_run(a: argparse.Namespace) -> int:
         precision=a.precision,
     )
     _setup_logging(cfg.log_level)
-    return run(cfg, duration_s=a.duration)
+    code = run(cfg, duration_s=a.duration)
+    if code != 0:
+        # A failed daemon exits now, even if a hung inference thread would block the
+        # interpreter's exit: the service manager must see it die and restart it.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def cmd_simulate(a: argparse.Namespace) -> int:

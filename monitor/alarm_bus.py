@@ -1,6 +1,7 @@
 """Fan alarms out to every sink. Each sink has a queue and a task of its own, so one slow sink
-never delays another. Network sinks' queues are bounded (oldest dropped and counted); the
-journal's is not, so the local record is complete.
+never delays another. Every queue is bounded, the oldest alarm dropped and counted when full;
+the journal's is ten times larger, since its sink only appends a line and never waits on a
+network (its own backlog absorbs a full disk).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class AlarmBus:
     async def __aenter__(self) -> Self:
         for sink in self.sinks:
             await self._stack.enter_async_context(sink)
-            q: asyncio.Queue[Alarm] = asyncio.Queue(0 if isinstance(sink, JournalSink) else self.queue_size)
+            size = self.queue_size * (10 if isinstance(sink, JournalSink) else 1)
+            q: asyncio.Queue[Alarm] = asyncio.Queue(size)
             self._queues[sink.name] = q
             self._tasks.append(asyncio.create_task(self._pump(sink, q), name=f"alarms-{sink.name}"))
         return self

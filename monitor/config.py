@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.core.detection import DetectionConfig, DetectionConfigError
+from protocol.topics import SAMPLES_SUBSCRIPTION
 from protocol.urls import parse_url
 from protocol.wire import MAX_FRAME_BYTES
 
@@ -43,7 +44,7 @@ class MonitorConfig:
     max_streams: int = 2000
     max_batch: int = 256
     log_level: str = "INFO"
-    mqtt_topic: str = "ecg/+/samples"
+    mqtt_topic: str = SAMPLES_SUBSCRIPTION
     precision: str = "auto"  # network arithmetic: float32, bfloat16, or auto (the faster here)
     # Reliability: bounds and timeouts.
     max_frame_bytes: int = MAX_FRAME_BYTES  # larger ZeroMQ messages / MQTT payloads are refused

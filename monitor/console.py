@@ -36,6 +36,7 @@ class MonitorView(Protocol):
 
     def active_alarms(self, sid: str) -> list[str]: ...
 
+
 STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
 MAX_ROWS = 40
 

@@ -256,7 +256,9 @@ class Monitor:
                 self._worker_task.cancel()
         for t in self._aux_tasks:
             t.cancel()
-        await asyncio.gather(*self._aux_tasks, *([self._worker_task] if self._worker_task else []), return_exceptions=True)
+        await asyncio.gather(
+            *self._aux_tasks, *([self._worker_task] if self._worker_task else []), return_exceptions=True
+        )
         # 3. flush alarms, 4. close connections
         if self._bus is not None:
             await _quietly(self._bus.flush(), "flushing alarms")
@@ -313,8 +315,10 @@ class Monitor:
             self.metrics.gaps.inc()
         if out.ingest is not None and out.ingest.resynced:
             self._ratelog.log(
-                logging.WARNING, "resync", f"bed {frame.stream_id} resynchronised: its clock jumped "
-                f"{out.ingest.resync_s:+.1f} s or its sequence jumped"
+                logging.WARNING,
+                "resync",
+                f"bed {frame.stream_id} resynchronised: its clock jumped "
+                f"{out.ingest.resync_s:+.1f} s or its sequence jumped",
             )
         if out.admitted:
             log.info("new bed %s (%.0f Hz, %d leads)", frame.stream_id, frame.fs, frame.samples.shape[0])
@@ -353,8 +357,12 @@ class Monitor:
             results = await loop.run_in_executor(self._executor, analyse, jobs, clf)
         except Exception as exc:
             self.metrics.window_errors.labels("classifier").inc(len(jobs))
-            self._ratelog.log(logging.ERROR, "classifier", f"classifier failed on a batch of {len(jobs)} "
-                              f"({type(exc).__name__}: {exc}); the rules judge it", exc_info=True)
+            self._ratelog.log(
+                logging.ERROR,
+                "classifier",
+                f"classifier failed on a batch of {len(jobs)} ({type(exc).__name__}: {exc}); the rules judge it",
+                exc_info=True,
+            )
             try:
                 results = await loop.run_in_executor(self._executor, analyse, jobs, self.rules)
             except Exception as exc2:
@@ -379,8 +387,12 @@ class Monitor:
             self._publish(self.ward.on_results([r], wall))
         except Exception as exc:
             self.metrics.window_errors.labels("apply").inc()
-            self._ratelog.log(logging.ERROR, "apply", f"error applying a window of {r.job.stream_id} "
-                              f"({type(exc).__name__}: {exc})", exc_info=True)
+            self._ratelog.log(
+                logging.ERROR,
+                "apply",
+                f"error applying a window of {r.job.stream_id} ({type(exc).__name__}: {exc})",
+                exc_info=True,
+            )
 
     # -- alarms -------------------------------------------------------------------------
 
@@ -389,7 +401,11 @@ class Monitor:
             if alarm.state == AlarmState.ONSET.value:
                 self.metrics.alarm_latency.labels(alarm.event).observe(max(0.0, alarm.detected_time - alarm.onset_time))
             log.info(
-                "ALARM %s %s %s (%s) %s", alarm.stream_id, alarm.event, alarm.state, alarm.priority,
+                "ALARM %s %s %s (%s) %s",
+                alarm.stream_id,
+                alarm.event,
+                alarm.state,
+                alarm.priority,
                 alarm.explanation[:120],
             )
             self.recent.append(alarm)
@@ -416,6 +432,7 @@ class Monitor:
                 self._ratelog.log(logging.ERROR, "housekeeping", f"housekeeping failed ({exc})", exc_info=True)
             started = self._batch_started
             if started is not None and self.clock.monotonic() - started > self.config.worker_stall_s:
+                self._force = True  # do not wait for the hung thread on the way out
                 raise RuntimeError(
                     f"inference worker stalled: one batch has run for over {self.config.worker_stall_s:.0f} s"
                 )

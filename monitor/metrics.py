@@ -56,7 +56,10 @@ class Metrics:
             registry=registry,
         )
         self.journal_errors = Counter(
-            "ecg_journal_errors", "Alarm journal failures, by kind (write, dropped, state, rotate, sync)", ["kind"], registry=registry
+            "ecg_journal_errors",
+            "Alarm journal failures, by kind (write, dropped, state, rotate, sync)",
+            ["kind"],
+            registry=registry,
         )
         self.window_errors = Counter(
             "ecg_window_errors",
@@ -68,7 +71,9 @@ class Metrics:
             "ecg_rules_only_windows", "Windows judged by the rules alone (no model, or model failed)", registry=registry
         )
         self.transport_connected = Gauge(
-            "ecg_transport_connected", "1 while a transport is connected to its broker or bound", ["transport"],
+            "ecg_transport_connected",
+            "1 while a transport is connected to its broker or bound",
+            ["transport"],
             registry=registry,
         )
         self.loop_lag = Gauge(

@@ -76,7 +76,9 @@ def run(config: MonitorConfig, **kwargs: Any) -> int:
         return EXIT_FAILED
     except ExceptionGroup as group:  # a task of the daemon's TaskGroup died
         for failure in group.exceptions:
-            log.critical("daemon task failed, exiting so the service manager restarts it: %r", failure, exc_info=failure)
+            log.critical(
+                "daemon task failed, exiting so the service manager restarts it: %r", failure, exc_info=failure
+            )
         return EXIT_FAILED
     except Exception as exc:
         log.critical("daemon failed: %r", exc, exc_info=exc)

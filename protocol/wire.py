@@ -188,7 +188,10 @@ def encode(
     """
     if not is_valid_stream_id(stream_id):
         raise WireError("bad_stream_id", repr(stream_id))
-    dtype = DType(dtype)
+    try:
+        dtype = DType(dtype)
+    except ValueError:
+        raise WireError("bad_dtype", f"dtype {dtype!r}") from None
     arr = np.asarray(samples)
     if arr.ndim == 1:
         arr = arr[None, :]

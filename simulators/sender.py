@@ -18,6 +18,7 @@ import zmq
 import zmq.asyncio
 
 from monitor.transports.mqtt_transport import client_for
+from protocol.topics import samples_topic
 from protocol.urls import parse_url
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class FrameSender:
             await self._sock.send(payload)
         else:
             assert self._mqtt is not None
-            await self._mqtt.publish(f"ecg/{stream_id}/samples", payload, qos=0)
+            await self._mqtt.publish(samples_topic(stream_id), payload, qos=0)
         self.sent += 1
 
 

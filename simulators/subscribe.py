@@ -17,7 +17,7 @@ from rich.console import Console
 from monitor.transports.backoff import Backoff
 from monitor.transports.mqtt_transport import client_for
 from protocol.alarm import Alarm
-from protocol.topics import ZMQ_ALARM_PREFIX
+from protocol.topics import ALARMS_SUBSCRIPTION, ZMQ_ALARM_PREFIX
 from protocol.urls import parse_url
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIter
         up_since: float | None = None
         try:
             async with client_for(ep) as client:
-                await client.subscribe("ecg/+/alarms", qos=1)
+                await client.subscribe(ALARMS_SUBSCRIPTION, qos=1)
                 up_since = loop.time()
                 if ready is not None:
                     ready.set()

@@ -33,7 +33,7 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def running_monitor(**overrides: object) -> AsyncIterator[Harness]:
+async def running_monitor(classifier: object = None, **overrides: object) -> AsyncIterator[Harness]:
     zin, zout = free_port(), free_port()
     kw: dict[str, object] = {
         "ingest": (f"tcp://127.0.0.1:{zin}",),
@@ -44,7 +44,7 @@ async def running_monitor(**overrides: object) -> AsyncIterator[Harness]:
     kw.update(overrides)
     cfg = MonitorConfig(**kw)  # type: ignore[arg-type]
     registry = CollectorRegistry()
-    async with Monitor(cfg, registry=registry) as mon:
+    async with Monitor(cfg, registry=registry, classifier=classifier) as mon:  # type: ignore[arg-type]
         h = Harness(mon, cfg.ingest[0], cfg.alarms[0], registry)
         ready = asyncio.Event()
 

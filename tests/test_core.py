@@ -23,8 +23,9 @@ N = int(FS * FRAME_S)
 OK = (LeadQuality.OK, LeadQuality.OK)
 
 
-def beat_train(seconds: float, rr_s: float = 0.8, gaps: tuple[tuple[float, float], ...] = (), flat: bool = False,
-               seed: int = 0) -> np.ndarray:
+def beat_train(
+    seconds: float, rr_s: float = 0.8, gaps: tuple[tuple[float, float], ...] = (), flat: bool = False, seed: int = 0
+) -> np.ndarray:
     """Two leads (mV) at FS: a 0.1 s triangular QRS every ``rr_s``, none inside ``gaps`` (start, end s)."""
     n = int(seconds * FS)
     rng = np.random.default_rng(seed)
@@ -185,8 +186,9 @@ def test_one_glitch_does_not_blind_a_bed(glitch: str) -> None:
     if glitch == "clock_back":
         b.t -= 20.0  # the device clock steps back and stays there
     else:
-        bad = b.frame(x[:, :N], seq=b.seq + 1_000_000 if glitch == "seq" else b.seq,
-                      t0=b.t + 3600.0 if glitch == "t0" else b.t)
+        bad = b.frame(
+            x[:, :N], seq=b.seq + 1_000_000 if glitch == "seq" else b.seq, t0=b.t + 3600.0 if glitch == "t0" else b.t
+        )
         b.send(bad, advance=False)  # accepted as a jump; the frames after it look stale
     rejected = 0
     for a in range(int(12 * FS), x.shape[1] - N + 1, N):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -343,7 +344,7 @@ async def test_ingest_under_load_yields_to_the_event_loop() -> None:
         elapsed = busy_until - start
         assert elapsed > 0.2, "the consumer must have been busy long enough for the check to mean anything"
         marks = [start, *(t for t in ticks if t < busy_until), busy_until]
-        longest = max(b - a for a, b in zip(marks, marks[1:]))
+        longest = max(b - a for a, b in itertools.pairwise(marks))
         print(
             f"fairness: {total} frames in {elapsed:.2f} s, {len(marks) - 2} ticks, longest gap {longest * 1e3:.1f} ms"
         )

@@ -9,6 +9,7 @@ import zmq.asyncio
 from monitor.transports.base import AlarmSink, SampleSource
 from monitor.transports.mqtt_transport import MqttAlarmSink, MqttSource
 from monitor.transports.zmq_transport import ZmqAlarmSink, ZmqSource
+from protocol.topics import SAMPLES_SUBSCRIPTION
 from protocol.urls import parse_url
 from protocol.wire import MAX_FRAME_BYTES
 
@@ -16,7 +17,7 @@ from protocol.wire import MAX_FRAME_BYTES
 def make_source(
     url: str,
     ctx: zmq.asyncio.Context,
-    mqtt_topic: str = "ecg/+/samples",
+    mqtt_topic: str = SAMPLES_SUBSCRIPTION,
     *,
     max_bytes: int = MAX_FRAME_BYTES,
     on_reject: Callable[[str], None] | None = None,

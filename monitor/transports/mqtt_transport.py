@@ -30,6 +30,7 @@ import paho.mqtt.client as paho
 from monitor.transports.backoff import Backoff
 from monitor.transports.base import RawFrame
 from protocol.alarm import Alarm, AlarmState
+from protocol.topics import SAMPLES_SUBSCRIPTION, alarm_state_topic, alarms_topic, stream_of_samples_topic
 from protocol.urls import Endpoint
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,6 @@ def client_for(
         queue_type=queue_type,
         max_queued_incoming_messages=max_queued_incoming_messages,
     )
-
-
-def stream_of_topic(topic: str) -> str | None:
-    """'ecg/<stream>/samples' -> '<stream>'."""
-    parts = topic.split("/")
-    return parts[1] if len(parts) == 3 else None
 
 
 class _Throttle:
@@ -156,22 +151,25 @@ class MqttSource:
     """Subscribes to ``ecg/+/samples``; the topic's stream id must match the frame's (the daemon
     checks). Reports connection changes through ``on_connected(name, connected)`` and dropped
     messages through ``on_reject(reason)``: "too_large" above ``max_payload`` bytes, "queue_full"
-    when ``max_queued`` messages or ``max_queued_bytes`` wait for the daemon already.
+    when ``max_queued`` messages or ``max_queued_bytes`` (default: 64 MiB or 8 payloads) wait for
+    the daemon already; those already queued are kept.
     """
 
     def __init__(
         self,
         endpoint: Endpoint,
-        topic: str = "ecg/+/samples",
+        topic: str = SAMPLES_SUBSCRIPTION,
         *,
         max_payload: int = MAX_PAYLOAD_BYTES,
         max_queued: int = MAX_QUEUED_MESSAGES,
-        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        max_queued_bytes: int | None = None,
         on_reject: Callable[[str], None] | None = None,
         on_connected: Callable[[str, bool], None] | None = None,
         backoff: Backoff | None = None,
         timeout: float = OPERATION_TIMEOUT_S,
     ) -> None:
+        if max_queued_bytes is None:
+            max_queued_bytes = max(MAX_QUEUED_BYTES, 8 * max_payload)
         if max_payload < 1 or max_queued < 1 or max_queued_bytes < max_payload:
             raise ValueError("need max_payload >= 1, max_queued >= 1 and max_queued_bytes >= max_payload")
         self.endpoint = endpoint
@@ -231,7 +229,11 @@ class MqttSource:
                             payload = msg.payload
                             if not isinstance(payload, (bytes, bytearray)):
                                 payload = str(payload).encode()
-                            yield RawFrame(bytes(payload), stream_of_topic(msg.topic.value))
+                            sid = stream_of_samples_topic(msg.topic.value)
+                            if sid is None:  # a topic level no stream id can have: never decoded
+                                self._reject("bad_topic")
+                                continue
+                            yield RawFrame(bytes(payload), sid)
                 except aiomqtt.MqttError as exc:
                     self._set_connected(False)
                     delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
@@ -517,8 +519,7 @@ class MqttAlarmSink:
             self._remove(item)
 
     async def _publish(self, client: aiomqtt.Client, item: _Outgoing) -> None:
-        base = f"ecg/{item.stream_id}/alarms"
         if item.alarm is not None and not item.alarm_sent:
-            await client.publish(base, item.alarm.to_json().encode(), qos=1)
+            await client.publish(alarms_topic(item.stream_id), item.alarm.to_json().encode(), qos=1)
             item.alarm_sent = True
-        await client.publish(base + "/state", self._state_payload(item.stream_id), qos=1, retain=True)
+        await client.publish(alarm_state_topic(item.stream_id), self._state_payload(item.stream_id), qos=1, retain=True)

@@ -1,0 +1,85 @@
+"""Supervision: a failing classifier never silences a bed, and a hung one takes the daemon down
+loudly instead of leaving it half-alive. Real ZeroMQ sockets, a real (broken) classifier."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from classifier.result import Classification
+from classifier.rules import RuleBasedClassifier
+from monitor.config import MonitorConfig
+from monitor.daemon import Monitor
+from protocol.wire import DType, encode
+from simulators.sender import FrameSender
+from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
+from tests.conftest import free_port
+from tests.helpers import running_monitor, wait_for
+
+FS = 250.0
+FRAME = 50
+
+
+class BrokenClassifier(RuleBasedClassifier):
+    """Raises on every window, as a corrupt model or a library bug would."""
+
+    source = "ml"
+
+    def classify_model_rate(self, *args: object, **kwargs: object) -> Classification:
+        raise RuntimeError("simulated classifier bug")
+
+
+class HungClassifier(RuleBasedClassifier):
+    """Blocks its thread, as a deadlocked runtime would, until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def classify_model_rate(self, *args: object, **kwargs: object) -> Classification:
+        self.release.wait(30.0)
+        return super().classify_model_rate(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def _send(url: str, sid: str, spec: PatientSpec, seconds: float, speed: float = 20.0) -> None:
+    p = SyntheticPatient(spec, FS, np.random.default_rng(0))
+    async with FrameSender(url) as tx:
+        for k in range(int(seconds * FS / FRAME)):
+            await tx.send(sid, encode(sid, k, 1e6 + k * FRAME / FS, FS, p.chunk(FRAME), DType.INT16, 200.0))
+            if k % 5 == 0:
+                await asyncio.sleep(5 * FRAME / FS / speed)
+
+
+async def test_classifier_failure_falls_back_to_rules_and_is_counted() -> None:
+    async with running_monitor(classifier=BrokenClassifier()) as h:
+        await _send(h.ingest, "bed-vt", PatientSpec(75.0, [Episode("VTACH", 20.0, 40.0)]), 40.0)
+        assert await wait_for(lambda: h.got("bed-vt", "VTACH"), 15.0), "the rules must judge what the model cannot"
+        assert h.got("bed-vt", "VTACH")[0].source == "rules"
+        assert h.metric("ecg_window_errors_total", {"stage": "classifier"}) > 0
+        assert h.monitor._worker_task is not None and not h.monitor._worker_task.done()
+
+
+async def test_hung_classifier_takes_the_daemon_down() -> None:
+    clf = HungClassifier()
+    cfg = MonitorConfig(
+        ingest=(f"tcp://127.0.0.1:{free_port()}",),
+        alarms=(f"tcp://127.0.0.1:{free_port()}",),
+        metrics_port=0,
+        console=False,
+        worker_stall_s=5.0,
+    )
+    t = time.monotonic()
+    try:
+        with pytest.raises(ExceptionGroup) as info:
+            async with Monitor(cfg, registry=CollectorRegistry(), classifier=clf):
+                await _send(cfg.ingest[0], "bed-1", PatientSpec(70.0, []), 14.0, speed=50.0)
+                await asyncio.sleep(30.0)  # the daemon must end this itself
+    finally:
+        clf.release.set()
+    assert any("stalled" in str(e) for e in info.value.exceptions)
+    assert time.monotonic() - t < 15.0
