@@ -64,6 +64,55 @@ def _url(text: str) -> str:
     return text
 
 
+def _add_mqtt_flags(p: argparse.ArgumentParser) -> None:
+    """TLS and password options for MQTT URLs (a URL's own password works too, with a warning)."""
+    g = p.add_argument_group("MQTT security")
+    g.add_argument("--mqtt-ca", help="CA file that signed the broker's certificate, for mqtts:// (default: system CAs)")
+    g.add_argument("--mqtt-cert", help="client certificate (PEM), for brokers that require one")
+    g.add_argument("--mqtt-key", help="the client certificate's private key (PEM, unencrypted)")
+    g.add_argument(
+        "--mqtt-password-file",
+        help="file whose first line is the password for a URL that names a user "
+        "(or set $ECG_MONITOR_MQTT_PASSWORD); keeps it out of ps",
+    )
+
+
+def _mqtt_kw(a: argparse.Namespace, url: str) -> dict[str, Any]:
+    """``{"mqtt": MqttSecurity}`` for simulate/replay/subscribe options, or {} when ``url`` is not
+    MQTT or no MQTT security option is set (flags or $ECG_MONITOR_MQTT_PASSWORD). Bad files: a
+    usage error."""
+    from monitor.transports.tls import PASSWORD_ENV, MqttSecurity, TlsError
+
+    given = (a.mqtt_ca, a.mqtt_cert, a.mqtt_key, a.mqtt_password_file)
+    if not url.startswith("mqtt") or (all(v is None for v in given) and not os.environ.get(PASSWORD_ENV)):
+        return {}
+    try:
+        sec = MqttSecurity.load(ca=a.mqtt_ca, cert=a.mqtt_cert, key=a.mqtt_key, password_file=a.mqtt_password_file)
+        if not sec.tls.is_default:
+            sec.tls.client_context()  # bad files fail here, before any connection
+    except TlsError as exc:
+        raise UsageError(str(exc)) from None
+    return {"mqtt": sec}
+
+
+def _add_curve_client_flags(p: argparse.ArgumentParser) -> None:
+    """ZeroMQ CURVE keys of a client (simulate, replay, subscribe); both or neither."""
+    g = p.add_argument_group("ZeroMQ CURVE")
+    g.add_argument("--curve-server", metavar="FILE", help="the daemon's public certificate (NAME.key)")
+    g.add_argument("--curve-secret", metavar="FILE", help="this client's own secret certificate (NAME.key_secret)")
+
+
+def _curve_kw(a: argparse.Namespace) -> dict[str, Any]:
+    """``curve_server``/``curve_secret`` for the options, checked now: a bad file is a usage error."""
+    from monitor.transports.curve import ClientKeys, CurveError
+
+    try:
+        ClientKeys.optional(a.curve_server, a.curve_secret)
+    except CurveError as exc:
+        raise UsageError(str(exc)) from None
+    return {"curve_server": a.curve_server, "curve_secret": a.curve_secret}
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -90,10 +139,18 @@ def cmd_run(a: argparse.Namespace) -> int:
         pause_threshold_s=a.pause_threshold,
         model_path=a.model,
         rules_only=True if a.rules_only else None,
+        require_model=True if a.require_model else None,
         shard=a.shard,
         console=False if a.no_console else None,
         log_level=a.log_level,
         precision=a.precision,
+        mqtt_ca=a.mqtt_ca,
+        mqtt_cert=a.mqtt_cert,
+        mqtt_key=a.mqtt_key,
+        mqtt_password_file=a.mqtt_password_file,
+        curve_secret=a.curve_secret,
+        curve_clients=a.curve_clients,
+        insecure=True if a.insecure else None,
     )
     _setup_logging(cfg.log_level)
     code = run(cfg, duration_s=a.duration)
@@ -122,6 +179,8 @@ def cmd_simulate(a: argparse.Namespace) -> int:
             truth=a.truth,
             t0=a.t0,
             prefix=a.prefix,
+            **_mqtt_kw(a, a.to),
+            **_curve_kw(a),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -147,6 +206,8 @@ def cmd_replay(a: argparse.Namespace) -> int:
         frame_s=a.frame,
         truth=a.truth,
         stream_ids=tuple(a.stream_id) if a.stream_id else None,
+        **_mqtt_kw(a, a.to),
+        **_curve_kw(a),
     )
     try:
         sent = asyncio.run(replay(opts))
@@ -168,9 +229,24 @@ def cmd_subscribe(a: argparse.Namespace) -> int:
         priorities=tuple(a.priority or ()),
         count=a.count,
         duration=a.duration,
+        **_mqtt_kw(a, a.source),
+        **_curve_kw(a),
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(subscribe(opts))
+    return 0
+
+
+def cmd_keygen(a: argparse.Namespace) -> int:
+    from monitor.transports.curve import CurveError, keygen
+
+    _setup_logging(a.log_level)
+    try:
+        public, secret = keygen(a.dir, a.name, a.streams)
+    except CurveError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"public certificate {public} (give it to the other side)")
+    print(f"secret certificate {secret} (mode 0600; keep it here)")
     return 0
 
 
@@ -334,10 +410,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pause-threshold", type=_positive(), help="R-R gap that is a pause, s (default 3)")
     r.add_argument("--model", help="model weights (default: shipped model, or $ECG_MONITOR_MODEL)")
     r.add_argument("--rules-only", action="store_true", help="use the rule-based classifier only")
+    r.add_argument(
+        "--require-model",
+        action="store_true",
+        help="exit instead of falling back to the rules when the model is missing or fails its SHA-256 check",
+    )
     r.add_argument("--precision", choices=["float32", "bfloat16", "auto"], help="network arithmetic (default auto)")
     r.add_argument("--shard", help="K/N: keep only streams whose id hashes to K of N")
     r.add_argument("--no-console", action="store_true", help="no live console")
     r.add_argument("--duration", type=_positive(), help="stop after this many seconds")
+    _add_mqtt_flags(r)
+    g = r.add_argument_group("ZeroMQ CURVE")
+    g.add_argument("--curve-secret", metavar="FILE", help="the daemon's own secret certificate (NAME.key_secret)")
+    g.add_argument("--curve-clients", metavar="DIR", help="folder of the client public certificates (*.key) accepted")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding ZeroMQ on a non-loopback address without CURVE, and metrics without TLS (warns)",
+    )
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("simulate", help="stream synthetic patients")
@@ -352,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", help="write ground-truth episodes (JSON lines) here")
     s.add_argument("--t0", type=_nonneg, help="stream time of the first sample (default now)")
     s.add_argument("--prefix", default="sim", help="stream id prefix")
+    _add_mqtt_flags(s)
+    _add_curve_client_flags(s)
     s.set_defaults(func=cmd_simulate)
 
     rp = sub.add_parser("replay", help="replay WFDB records as live streams")
@@ -361,10 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--start", type=_nonneg, default=0.0, help="seconds into the record")
     rp.add_argument("--duration", type=_positive(), help="seconds to replay")
     rp.add_argument("--loop", action="store_true")
-    rp.add_argument("--t0", type=_nonneg, help="stream time of the first sample (default now; 0 = record time)")
+    rp.add_argument(
+        "--t0",
+        type=_nonneg,
+        help="stream time of the record's sample 0, so the first replayed sample is at T0 + --start "
+        "(0 = record time); default: the first replayed sample is sent at now",
+    )
     rp.add_argument("--frame", type=_positive(), default=0.2)
     rp.add_argument("--truth", help="write the annotated AF/VTACH/PAUSE episodes here")
     rp.add_argument("--stream-id", action="append", help="stream id per record (default: record name)")
+    _add_mqtt_flags(rp)
+    _add_curve_client_flags(rp)
     rp.set_defaults(func=cmd_replay)
 
     sb = sub.add_parser("subscribe", help="show alarms as they arrive")
@@ -375,7 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--priority", action="append", choices=["high", "medium", "low"])
     sb.add_argument("--count", type=_positive(int), help="exit after this many alarms")
     sb.add_argument("--duration", type=_positive(), help="exit after this many seconds")
+    _add_mqtt_flags(sb)
+    _add_curve_client_flags(sb)
     sb.set_defaults(func=cmd_subscribe)
+
+    k = sub.add_parser("keygen", help="write a ZeroMQ CURVE certificate pair (NAME.key, NAME.key_secret)")
+    k.add_argument("dir", help="folder to write into (created if missing)")
+    k.add_argument("--name", required=True, help="certificate name: the file name and the sender's identity")
+    k.add_argument(
+        "--streams", metavar="REGEX", help="stream ids this key may send (fullmatch), e.g. 'bed-1|bed-2'; default any"
+    )
+    k.set_defaults(func=cmd_keygen)
 
     sc = sub.add_parser("score", help="score alarms against ground truth")
     sc.add_argument("--truth", required=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import math
@@ -15,7 +17,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, EventType
+from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, SEGMENT_S, EventType
 from classifier.decision import decide
 from classifier.preprocess import fit_length, normalize_batch, segment_starts, to_model_rate
 from classifier.result import Classification
@@ -24,9 +26,45 @@ from classifier.rules import RuleBasedClassifier, RuleThresholds
 log = logging.getLogger(__name__)
 
 MODEL_ENV = "ECG_MONITOR_MODEL"
+CARD_NAME = "model_card.json"
+#: The model card's key for the SHA-256 (hex) of the weights file next to it.
+DIGEST_KEY = "weights_sha256"
 PRECISIONS = ("float32", "bfloat16", "auto")
 #: Hop between model segments when a long window is scanned (model samples): 5 s.
 SCAN_HOP = SEGMENT_LEN // 2
+
+
+class ModelIntegrityError(ValueError):
+    """The weights do not match their card's digest, or there is no digest to check them against."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model is required (``require_model``) but did not load or was refused."""
+
+
+def sha256_hex(data: bytes) -> str:
+    """The digest recorded in the model card (``weights_sha256``): SHA-256 of the file's bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_weights(data: bytes, card: dict[str, Any] | None) -> str:
+    """Return the digest of ``data`` if the card vouches for it; else raise ModelIntegrityError.
+
+    Checked before ``torch.load`` so a swapped, truncated or corrupted file never reaches it.
+    The messages name both digests (12 hex chars), never a path: they end up in explanations.
+    """
+    actual = sha256_hex(data)
+    if card is None:
+        raise ModelIntegrityError(f"no {CARD_NAME} beside the weights to verify them (SHA-256 {actual[:12]})")
+    expected = card.get(DIGEST_KEY)
+    if not isinstance(expected, str) or not expected.strip():
+        raise ModelIntegrityError(f"{CARD_NAME} has no {DIGEST_KEY} to verify the weights (SHA-256 {actual[:12]})")
+    expected = expected.strip().lower()
+    if actual != expected:
+        raise ModelIntegrityError(
+            f"weights SHA-256 {actual[:12]} does not match {DIGEST_KEY} {expected[:12]} in {CARD_NAME}"
+        )
+    return actual
 
 
 def default_model_path() -> Path:
@@ -65,6 +103,10 @@ class MLECGClassifier:
         self.card: dict[str, Any] = {}
         self.version = "rules"
         self.load_error: str | None = None
+        #: Why the weights were refused by the integrity check (also in ``load_error``); None if not.
+        self.integrity_error: str | None = None
+        #: The verified SHA-256 of the weights in use; None when the rules are in use.
+        self.weights_sha256: str | None = None
         self.thresholds: dict[str, float] = {}
         self._lock = threading.Lock()
         self._model: Any = None
@@ -72,6 +114,9 @@ class MLECGClassifier:
         try:
             self._load(threads)
             self.precision = self._choose_precision(precision)
+        except ModelIntegrityError as exc:  # possibly tampered with: loud, and never loaded
+            self.load_error = self.integrity_error = str(exc)
+            log.error("model %s refused: %s; using the rule-based classifier", self.model_path, exc)
         except Exception as exc:  # any broken or missing model means fallback, never a crash
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.warning("model %s not loaded (%s); using the rule-based classifier", self.model_path, self.load_error)
@@ -87,17 +132,29 @@ class MLECGClassifier:
 
         if threads:
             torch.set_num_threads(threads)
-        card_path = self.model_path.with_name("model_card.json")
-        if card_path.exists():
-            self.card = json.loads(card_path.read_text())
-        if self.card.get("classes", list(CLASSES)) != list(CLASSES):
-            raise ValueError(f"model classes {self.card.get('classes')} differ from {list(CLASSES)}")
-        state = torch.load(self.model_path, map_location="cpu", weights_only=True)
+        # Read once: the bytes verified are the bytes loaded (no swap between check and load).
+        data = self.model_path.read_bytes()
+        card_path = self.model_path.with_name(CARD_NAME)
+        card: dict[str, Any] | None = json.loads(card_path.read_text()) if card_path.exists() else None
+        digest = verify_weights(data, card)
+        assert card is not None  # verify_weights refuses weights without a card
+        if card.get("classes", list(CLASSES)) != list(CLASSES):
+            raise ValueError(f"model classes {card.get('classes')} differ from {list(CLASSES)}")
+        shape = card.get("input", {})
+        if (shape.get("fs_hz", MODEL_FS), shape.get("segment_s", SEGMENT_S)) != (MODEL_FS, SEGMENT_S):
+            # Weights trained on another rate or segment length would load and silently misjudge.
+            raise ValueError(
+                f"model input {shape.get('fs_hz')} Hz x {shape.get('segment_s')} s differs from "
+                f"{MODEL_FS} Hz x {SEGMENT_S} s"
+            )
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         model = ECGNet()
         model.load_state_dict(state)
         model.eval()
         self._model = model
         self._torch = torch
+        self.card = card
+        self.weights_sha256 = digest
         self.version = str(self.card.get("version", self.model_path.name))
         self.thresholds = {k: float(v) for k, v in self.card.get("thresholds", {}).items()}
 
@@ -238,11 +295,19 @@ class MLECGClassifier:
                 found.append((EVENT_PRIORITY[cls], cls, float(probs[hits, ci].max()), int(hits[0]), int(hits.size)))
         if not found:
             conf = float(probs[:, 0].min())
+            # Say so when some segments did call an event that failed the persistence rule.
+            votes = [
+                f"{cls} in {int((calls == ci).sum())} of {len(starts)} segments, "
+                f"{max(1, math.ceil(len(starts) / 3))} needed"
+                for ci, cls in enumerate(CLASSES)
+                if cls != "NORMAL" and (calls == ci).any()
+            ]
+            verdict = f"NORMAL ({'; '.join(votes)})" if votes else f"NORMAL in all {len(starts)} segments"
             return Classification(
                 "NORMAL",
                 conf,
                 None,
-                f"model: NORMAL in all {len(starts)} segments (min p {conf:.2f}); {rules.explanation}",
+                f"model: {verdict} (min p {conf:.2f}); rules: {rules.event} ({rules.explanation})",
                 "ml",
                 rules.heart_rate_bpm,
             )
@@ -255,7 +320,7 @@ class MLECGClassifier:
             if index <= r_idx < index + SEGMENT_LEN:
                 index = r_idx
         explanation = (
-            f"model: {event} p={conf:.2f} in {count}/{len(starts)} segments, first at {starts[first] / MODEL_FS:.1f} s; "
-            f"rules: {rules.event} ({rules.explanation})"
+            f"model: {event} p={conf:.2f} in {count}/{len(starts)} segments, from {index / MODEL_FS:.1f} s into "
+            f"the window; rules: {rules.event} ({rules.explanation})"
         )
         return Classification(event, conf, round(index * scale), explanation, "ml", rules.heart_rate_bpm)

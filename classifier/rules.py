@@ -118,14 +118,22 @@ class RuleBasedClassifier:
 
         run = _wide_fast_run(feat, th)
         if run is not None or (hr >= th.vf_rate_bpm and width >= th.vt_qrs_ms):
-            start = int(beats[run[0]]) if run is not None else int(beats[0])
-            length = run[1] if run is not None else feat.n_beats
+            if run is not None:
+                # The run's own rate and width, not the window's: they are what met the criteria.
+                first, length = run
+                run_rate = 60.0 / float(np.median(feat.rr_s[first - 1 : first - 1 + length]))
+                run_qrs = float(np.median(feat.qrs_ms[first : first + length]))
+                start = int(beats[first])
+                what = f"run of {length} wide beats at {run_rate:.0f} bpm (>= {th.vt_rate_bpm:.0f}), QRS {run_qrs:.0f} ms"
+            else:
+                length, start = feat.n_beats, int(beats[0])
+                what = f"{length} beats at {hr:.0f} bpm (>= {th.vf_rate_bpm:.0f}), QRS {width:.0f} ms"
             conf = float(min(0.99, 0.55 + 0.05 * length))
             return Classification(
                 "VTACH",
                 conf,
                 round(start * scale),
-                f"{length} wide beats at {hr:.0f} bpm, QRS {width:.0f} ms >= {th.vt_qrs_ms:.0f} ms; {summary}",
+                f"{what} >= {th.vt_qrs_ms:.0f} ms; window: {summary}",
                 self.source,
                 hr,
             )

@@ -27,7 +27,7 @@ from typing import Self
 import zmq.asyncio
 from prometheus_client import CollectorRegistry, start_http_server
 
-from classifier.inference import MLECGClassifier
+from classifier.inference import MLECGClassifier, ModelUnavailableError
 from classifier.rules import RuleBasedClassifier
 from monitor.alarm_bus import AlarmBus
 from monitor.clock import Clock, SystemClock
@@ -38,8 +38,10 @@ from monitor.core.ward import Ward
 from monitor.metrics import Metrics, WardCollector
 from monitor.shard import owns
 from monitor.transports import AlarmSink, RawFrame, SampleSource, make_sink, make_source
+from monitor.transports.curve import CurveAuth, warn_if_exposed
 from monitor.transports.journal import JournalSink
 from protocol.alarm import Alarm, AlarmState
+from protocol.urls import redact_url
 from protocol.wire import WireError, decode
 
 log = logging.getLogger(__name__)
@@ -145,9 +147,21 @@ class Monitor:
                     ),
                 )
         clf = self.classifier
+        if getattr(clf, "integrity_error", None):
+            self.metrics.model_integrity_failures.inc()
+        if cfg.require_model and clf.source != "ml":
+            # A bed judged by the rules alone is not what this deployment asked for: exit, loudly.
+            await self._close_all()
+            why = getattr(clf, "load_error", None) or "a rule-based classifier was given"
+            raise ModelUnavailableError(f"require_model is set but the model is not in use ({why}); refusing to start")
         self.model_version = self.ward.model_version = getattr(clf, "version", "rules")
         self.metrics.model.info(
-            {"version": self.model_version, "source": clf.source, "precision": getattr(clf, "precision", "-")}
+            {
+                "version": self.model_version,
+                "source": clf.source,
+                "precision": getattr(clf, "precision", "-"),
+                "sha256": (getattr(clf, "weights_sha256", None) or "-")[:12],
+            }
         )
         try:
             await self._open(cfg)
@@ -156,14 +170,35 @@ class Monitor:
             raise
         log.info(
             "monitor up: ingest %s, alarms %s, classifier %s",
-            ", ".join(cfg.ingest),
-            ", ".join(cfg.alarms),
+            ", ".join(redact_url(u) for u in cfg.ingest),
+            ", ".join(redact_url(u) for u in cfg.alarms),
             self.model_version,
         )
         return self
 
     async def _open(self, cfg: MonitorConfig) -> None:
         self._ctx = zmq.asyncio.Context()
+        curve: CurveAuth | None = None
+        if cfg.curve_secret is not None and cfg.curve_clients is not None:
+
+            def denied(socket: str, address: str, reason: str) -> None:
+                self.metrics.auth_failures.labels(socket).inc()
+                self._ratelog.log(
+                    logging.WARNING,
+                    f"auth:{socket}",
+                    f"SECURITY: refused a ZeroMQ {socket} client from {address} at the handshake ({reason})",
+                )
+
+            # Entered first, so it is left last: no CURVE socket is ever open without its ZAP handler.
+            curve = CurveAuth.from_files(self._ctx, cfg.curve_secret, cfg.curve_clients, denied)
+            warn_if_exposed(cfg.curve_secret)
+            await self._stack.enter_async_context(curve)
+            log.info("ZeroMQ CURVE on: %d client certificates from %s", len(curve.clients), cfg.curve_clients)
+        if cfg.insecure:
+            log.warning(
+                "insecure = true: non-loopback ZeroMQ binds without CURVE and metrics without TLS are allowed; "
+                "anyone who can reach them can send frames for any bed, read every alarm, or read the metrics"
+            )
         sinks: list[AlarmSink] = []
         journal: JournalSink | None = None
         if cfg.journal:
@@ -174,6 +209,7 @@ class Monitor:
                 on_error=lambda kind: self.metrics.journal_errors.labels(kind).inc(),
             )
             sinks.append(journal)
+        mqtt = cfg.mqtt_security()  # TLS files and the password (TlsError: "cannot start")
         for url in cfg.alarms:
             sink = make_sink(
                 url,
@@ -182,6 +218,8 @@ class Monitor:
                 on_dead_letter=lambda name: self.metrics.alarms_dead_letter.labels(name).inc(),
                 on_connected=self._on_connected,
                 dead_letter=(cfg.journal + ".deadletter.jsonl") if cfg.journal else None,
+                mqtt=mqtt,
+                curve=curve,
             )
             sinks.append(sink)
             if url.startswith("tcp://"):
@@ -196,10 +234,17 @@ class Monitor:
                 sink.restore(restored)  # type: ignore[attr-defined]
             log.warning("restored %d active alarms of %d beds from %s", n, len(self.ward), cfg.journal)
         if cfg.metrics_port:
-            server, thread = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=self.registry)
+            tls = cfg.metrics_tls()
+            server, thread = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=self.registry, **tls)
             self._stack.callback(thread.join, 2.0)
             self._stack.callback(server.shutdown)
-            log.info("metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+            log.info(
+                "metrics on %s://%s:%d/metrics%s",
+                "https" if tls else "http",
+                cfg.metrics_host,
+                cfg.metrics_port,
+                " (client certificates required)" if tls.get("client_auth_required") else "",
+            )
         sources: list[SampleSource] = []
         for url in cfg.ingest:
             src = make_source(
@@ -209,6 +254,8 @@ class Monitor:
                 max_bytes=cfg.max_frame_bytes,
                 on_reject=lambda reason: self.metrics.rejected.labels(reason).inc(),
                 on_connected=self._on_connected,
+                mqtt=mqtt,
+                curve=curve,
             )
             sources.append(await self._ingest_stack.enter_async_context(src))
             if url.startswith("tcp://"):
@@ -303,6 +350,15 @@ class Monitor:
 
     def _accept(self, raw: RawFrame, transport: str) -> None:
         frame = decode(raw.payload)
+        if raw.allowed is not None and not raw.allowed.fullmatch(frame.stream_id):
+            # A security event, not a glitch: an authenticated sender tried another bed's stream.
+            self.metrics.rejected.labels("unauthorised_stream").inc()
+            self._ratelog.log(
+                logging.WARNING,
+                f"unauthorised:{raw.sender}",
+                f"SECURITY: sender {raw.sender!r} is not authorised for stream {frame.stream_id!r}; frame rejected",
+            )
+            return
         if raw.stream_hint is not None and raw.stream_hint != frame.stream_id:
             raise WireError("topic_mismatch", f"topic names {raw.stream_hint!r}, frame {frame.stream_id!r}")
         if not owns(frame.stream_id, *self._shard):

@@ -85,7 +85,18 @@ class Metrics:
             registry=registry,
         )
         self.model = Info("ecg_model", "The classifier in use", registry=registry)
+        self.model_integrity_failures = Counter(
+            "ecg_model_integrity_failures",
+            "Model weights refused because their SHA-256 did not match the model card (rules used instead)",
+            registry=registry,
+        )
         self.other_shard = Counter("ecg_frames_other_shard", "Frames of streams another shard owns", registry=registry)
+        self.auth_failures = Counter(
+            "ecg_auth_failures",
+            "ZeroMQ CURVE clients refused at the handshake (unknown key), by socket (ingest, alarms)",
+            ["socket"],
+            registry=registry,
+        )
 
 
 class WardCollector(Collector):

@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from classifier.inference import ModelUnavailableError
 from monitor.clock import Clock
 from monitor.config import MonitorConfig
 from monitor.console import Console
@@ -72,6 +73,9 @@ def run(config: MonitorConfig, **kwargs: Any) -> int:
     try:
         asyncio.run(serve(config, **kwargs))
     except OSError as exc:
+        log.critical("cannot start: %s", exc)
+        return EXIT_FAILED
+    except ModelUnavailableError as exc:
         log.critical("cannot start: %s", exc)
         return EXIT_FAILED
     except ExceptionGroup as group:  # a task of the daemon's TaskGroup died

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from monitor.transports.tls import MqttSecurity
+from protocol.urls import redact_url
 from protocol.wire import DType, encode
 from simulators.sender import FrameSender, paced
 from simulators.simulate import write_truth
@@ -30,6 +32,9 @@ class ReplayOptions:
     frame_s: float = 0.2
     truth: str | None = None
     stream_ids: tuple[str, ...] | None = None
+    curve_server: str | None = None  # ZeroMQ CURVE: the daemon's public .key ...
+    curve_secret: str | None = None  # ... and this sender's own .key_secret
+    mqtt: MqttSecurity | None = None  # TLS settings and password for an MQTT --to
 
 
 @dataclass(slots=True)
@@ -93,8 +98,8 @@ async def replay(opts: ReplayOptions, stop: asyncio.Event | None = None) -> int:
         write_truth(opts.truth, rows)
     frame_s = opts.frame_s
     n_frames = None if opts.loop else max(int(np.ceil(r.mv.shape[1] / (frame_s * r.fs))) for r in recs)
-    log.info("replaying %s at speed %g to %s", ", ".join(r.stream_id for r in recs), opts.speed, opts.to)
-    async with FrameSender(opts.to) as sender:
+    log.info("replaying %s at speed %g to %s", ", ".join(r.stream_id for r in recs), opts.speed, redact_url(opts.to))
+    async with FrameSender(opts.to, curve_server=opts.curve_server, curve_secret=opts.curve_secret, mqtt=opts.mqtt) as sender:
 
         async def step(k: int) -> bool:
             any_sent = False

@@ -17,21 +17,49 @@ import aiomqtt
 import zmq
 import zmq.asyncio
 
+from monitor.transports.curve import HANDSHAKE_TIMEOUT_S, ClientKeys, HandshakeWatch
 from monitor.transports.mqtt_transport import client_for
+from monitor.transports.tls import MqttSecurity, explain
 from protocol.topics import samples_topic
 from protocol.urls import parse_url
 
 log = logging.getLogger(__name__)
 
 
-class FrameSender:
-    """Async context manager owning one connection; ``send(stream_id, payload)``."""
+#: With ZeroMQ, handshake events are checked every this many sends (a queued send never waits).
+CHECK_EVERY = 256
 
-    def __init__(self, url: str, hwm: int = 100_000) -> None:
-        self.endpoint = parse_url(url)
+
+class FrameSender:
+    """Async context manager owning one connection; ``send(stream_id, payload)``.
+
+    ZeroMQ with ``curve_server`` (the daemon's public ``.key``) and ``curve_secret`` (own
+    ``.key_secret``) is a CURVE client: entering waits for the first handshake and raises
+    ``HandshakeError`` (an OSError) within ``handshake_timeout`` s if the daemon refuses the key or
+    does not answer. With or without CURVE, a daemon that keeps refusing the handshake makes
+    ``send`` raise once that has lasted ``handshake_timeout`` s, instead of blocking forever.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        hwm: int = 100_000,
+        *,
+        mqtt: MqttSecurity | None = None,
+        curve_server: str | None = None,
+        curve_secret: str | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+    ) -> None:
+        self.mqtt_security = mqtt if mqtt is not None else MqttSecurity()
+        self.endpoint = self.mqtt_security.endpoint(parse_url(url), "sender")
         self.hwm = hwm
+        self.curve = ClientKeys.optional(curve_server, curve_secret)  # CurveError (a ValueError)
+        if self.curve is not None and not self.endpoint.is_zmq:
+            raise ValueError("CURVE keys apply to ZeroMQ (tcp://) URLs only")
+        self.handshake_timeout = handshake_timeout
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._watch: HandshakeWatch | None = None
         self._mqtt: aiomqtt.Client | None = None
         self.sent = 0
 
@@ -41,29 +69,76 @@ class FrameSender:
             self._sock = self._ctx.socket(zmq.PUSH)
             self._sock.setsockopt(zmq.SNDHWM, self.hwm)
             self._sock.setsockopt(zmq.LINGER, 2000)
+            if self.curve is not None:
+                self.curve.apply(self._sock)
+            self._watch = HandshakeWatch(self._sock, str(self.endpoint), time.monotonic)
             self._sock.connect(self.endpoint.zmq_addr)
+            if self.curve is not None:
+                try:
+                    await self._watch.wait_ok(self.handshake_timeout)
+                except BaseException:
+                    self._close_zmq(linger=0)
+                    raise
         else:
-            self._mqtt = client_for(self.endpoint)
-            await self._mqtt.__aenter__()
+            client = client_for(self.endpoint, tls_context=self.mqtt_security.context(self.endpoint, "sender"))
+            try:
+                await client.__aenter__()
+            except aiomqtt.MqttError as exc:
+                # An OSError, so the CLI reports it in one line: "cannot connect ... certificate verify failed".
+                why = explain(
+                    exc,
+                    client_cert=self.mqtt_security.tls.cert is not None if self.endpoint.scheme == "mqtts" else None,
+                )
+                raise ConnectionError(f"cannot connect to {self.endpoint}: {why}") from None
+            self._mqtt = client
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=2000)
-        if self._ctx is not None:
-            self._ctx.term()
+        self._close_zmq(linger=2000 if exc is None else 0)
         if self._mqtt is not None:
             await self._mqtt.__aexit__(exc_type, exc, tb)
 
+    def _close_zmq(self, linger: int) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self._sock is not None:
+            self._sock.close(linger=linger)
+            self._sock = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
     async def send(self, stream_id: str, payload: bytes) -> None:
         if self._sock is not None:
-            await self._sock.send(payload)
+            await self._send_zmq(self._sock, payload)
         else:
             assert self._mqtt is not None
             await self._mqtt.publish(samples_topic(stream_id), payload, qos=0)
         self.sent += 1
+
+    async def _send_zmq(self, sock: zmq.asyncio.Socket, payload: bytes) -> None:
+        """Send without blocking forever: while the daemon is away, wait (back-pressure), but raise
+        once handshakes have been failing for ``handshake_timeout`` s."""
+        watch = self._watch
+        assert watch is not None
+        if self.sent % CHECK_EVERY == 0:
+            await self._check(watch)
+        while True:
+            try:
+                await sock.send(payload, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                await self._check(watch)
+                await sock.poll(250, zmq.POLLOUT)  # type: ignore[call-arg]  # pyzmq: (timeout, flags)
+
+    async def _check(self, watch: HandshakeWatch) -> None:
+        await watch.drain()
+        err = watch.error(self.handshake_timeout)
+        if err is not None:
+            raise err
 
 
 async def paced(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.transports.tls import MqttSecurity
+from protocol.urls import redact_url
 from protocol.wire import DType, encode
 from simulators.sender import FrameSender, paced
 from simulators.synthetic import SyntheticPatient, make_patient, truth_events
@@ -32,6 +34,9 @@ class SimulateOptions:
     t0: float | None = None
     prefix: str = "sim"
     int16: bool = True
+    curve_server: str | None = None  # ZeroMQ CURVE: the daemon's public .key ...
+    curve_secret: str | None = None  # ... and this sender's own .key_secret
+    mqtt: MqttSecurity | None = None  # TLS settings and password for an MQTT --to
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.frame_s <= 0.25:
@@ -81,9 +86,9 @@ async def simulate(opts: SimulateOptions, stop: asyncio.Event | None = None) -> 
         opts.scenario,
         opts.duration,
         opts.speed,
-        opts.to,
+        redact_url(opts.to),
     )
-    async with FrameSender(opts.to) as sender:
+    async with FrameSender(opts.to, curve_server=opts.curve_server, curve_secret=opts.curve_secret, mqtt=opts.mqtt) as sender:
 
         async def step(k: int) -> bool:
             for sid, p in patients:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,9 @@ import zmq.asyncio
 from rich.console import Console
 
 from monitor.transports.backoff import Backoff
+from monitor.transports.curve import HANDSHAKE_TIMEOUT_S, ClientKeys, HandshakeWatch
 from monitor.transports.mqtt_transport import client_for
+from monitor.transports.tls import MqttSecurity, explain
 from protocol.alarm import Alarm
 from protocol.topics import ALARMS_SUBSCRIPTION, ZMQ_ALARM_PREFIX
 from protocol.urls import parse_url
@@ -32,6 +35,9 @@ class SubscribeOptions:
     priorities: tuple[str, ...] = ()
     count: int | None = None
     duration: float | None = None
+    mqtt: MqttSecurity | None = None  # TLS settings and password for an MQTT source
+    curve_server: str | None = None  # ZeroMQ CURVE: the daemon's public .key ...
+    curve_secret: str | None = None  # ... and this subscriber's own .key_secret
 
     def wants(self, a: Alarm) -> bool:
         return (
@@ -41,33 +47,64 @@ class SubscribeOptions:
         )
 
 
-async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIterator[Alarm]:
-    """Yield alarms from a daemon's PUB socket or an MQTT broker; reconnects quietly."""
+async def alarms_from(
+    url: str,
+    ready: asyncio.Event | None = None,
+    *,
+    mqtt: MqttSecurity | None = None,
+    curve_server: str | None = None,
+    curve_secret: str | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+) -> AsyncIterator[Alarm]:
+    """Yield alarms from a daemon's PUB socket or an MQTT broker; reconnects quietly (a TLS
+    failure, which retrying will not fix, is logged as a warning at a bounded rate).
+
+    ZeroMQ with ``curve_server``/``curve_secret`` subscribes as a CURVE client and waits for the
+    handshake before ``ready``. A daemon refusing the handshake (unknown key, wrong server key,
+    CURVE on one side only) for ``handshake_timeout`` s raises ``HandshakeError`` (an OSError).
+    """
     ep = parse_url(url)
     if ep.is_zmq:
+        keys = ClientKeys.optional(curve_server, curve_secret)  # CurveError (a ValueError)
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.SUBSCRIBE, ZMQ_ALARM_PREFIX)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(ep.zmq_addr)
-        if ready is not None:
-            ready.set()
+        if keys is not None:
+            keys.apply(sock)
+        watch = HandshakeWatch(sock, str(ep), time.monotonic)
         try:
+            sock.connect(ep.zmq_addr)
+            if keys is not None:
+                await watch.wait_ok(handshake_timeout)
+            if ready is not None:
+                ready.set()
             while True:
+                if not await sock.poll(500):
+                    await watch.drain()
+                    err = watch.error(handshake_timeout)
+                    if err is not None:
+                        raise err
+                    continue
                 parts = await sock.recv_multipart()
                 try:
                     yield Alarm.from_json(parts[-1])
                 except (ValueError, TypeError, KeyError) as exc:
                     log.warning("ignored a malformed alarm message: %s", exc)
         finally:
+            watch.close()
             sock.close(0)
             ctx.term()
+    sec = mqtt if mqtt is not None else MqttSecurity()
+    ep = sec.endpoint(ep, "subscriber")
+    tls = sec.context(ep, "subscriber")
     backoff = Backoff()
     loop = asyncio.get_running_loop()
+    warned_at = -math.inf
     while True:
         up_since: float | None = None
         try:
-            async with client_for(ep) as client:
+            async with client_for(ep, tls_context=tls) as client:
                 await client.subscribe(ALARMS_SUBSCRIPTION, qos=1)
                 up_since = loop.time()
                 if ready is not None:
@@ -80,7 +117,12 @@ async def alarms_from(url: str, ready: asyncio.Event | None = None) -> AsyncIter
                         log.warning("ignored a malformed alarm message: %s", exc)
         except aiomqtt.MqttError as exc:
             delay = backoff.after(None if up_since is None else loop.time() - up_since)
-            log.debug("MQTT subscriber lost (%s); retrying in %.2fs", exc, delay)
+            why = explain(exc)
+            if why != str(exc) and loop.time() - warned_at >= 10.0:  # a TLS problem: say so, now and then
+                warned_at = loop.time()
+                log.warning("MQTT subscriber %s: %s; retrying", ep, why)
+            else:
+                log.debug("MQTT subscriber lost (%s); retrying in %.2fs", exc, delay)
             await asyncio.sleep(delay)
 
 
@@ -119,7 +161,9 @@ async def subscribe(
 
     async def consume() -> None:
         nonlocal n
-        async for a in alarms_from(opts.source, ready):
+        async for a in alarms_from(
+            opts.source, ready, mqtt=opts.mqtt, curve_server=opts.curve_server, curve_secret=opts.curve_secret
+        ):
             if opts.wants(a):
                 show(a)
                 n += 1
@@ -136,6 +180,8 @@ async def subscribe(
         if t is not None and not t.done():
             t.cancel()
     await asyncio.gather(task, *(t for t in [stopper] if t is not None), return_exceptions=True)
+    if not task.cancelled() and isinstance(task.exception(), OSError):
+        raise task.exception()  # type: ignore[misc]  # e.g. HandshakeError: the CLI exits 1 with it
     return n
 
 

@@ -85,3 +85,17 @@ def test_rules_af() -> None:
 def test_rules_without_usable_lead() -> None:
     c = RuleBasedClassifier().classify(np.zeros(2500), None, FS)
     assert c.event == "NORMAL" and c.confidence == 0.0 and "no usable lead" in c.explanation
+
+
+def test_vtach_explanation_reports_the_runs_own_rate_and_width() -> None:
+    """The numbers quoted are the ones that met the VT criteria (review: '88 bpm, QRS 62 ms' was the window's)."""
+    import re
+
+    # VT starts 4 s into a 12 s window: the window's median rate and width are diluted by sinus beats.
+    p = SyntheticPatient(PatientSpec(75.0, [Episode("VTACH", 8.0, 30.0)]), 250.0, np.random.default_rng(3))
+    x = p.chunk(16 * 250)[:, 4 * 250 :]
+    res = RuleBasedClassifier().classify(x[0], x[1], 250.0)
+    assert res.event == "VTACH", res.explanation
+    m = re.match(r"run of (\d+) wide beats at (\d+) bpm \(>= 100\), QRS (\d+) ms >= 120 ms", res.explanation)
+    assert m is not None, res.explanation
+    assert int(m.group(2)) >= 100 and int(m.group(3)) >= 120

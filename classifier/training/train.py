@@ -20,6 +20,7 @@ import torch
 
 from classifier.constants import CLASSES, MODEL_FS, PAUSE_THRESHOLD_S, SEGMENT_S
 from classifier.decision import calibrate, decide
+from classifier.inference import DIGEST_KEY, sha256_hex
 from classifier.model import ECGNet, count_parameters
 from classifier.training.dataset import BalancedEpochs, WindowIndex, index_windows, real_batch
 from classifier.training.focal import FocalLoss
@@ -215,6 +216,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         "version": model_version(cfg, time.strftime("%Y%m%d")),
         "architecture": "1D ResNet (5 stages) + multi-head self-attention (4 heads), attention-pooled",
         "parameters": count_parameters(model),
+        # The daemon refuses weights whose SHA-256 differs from this (classifier.inference).
+        DIGEST_KEY: sha256_hex((out / WEIGHTS_NAME).read_bytes()),
         "classes": list(CLASSES),
         "input": {
             "fs_hz": MODEL_FS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -12,10 +13,16 @@ from protocol.alarm import Alarm
 
 @dataclass(frozen=True, slots=True)
 class RawFrame:
-    """Bytes off the wire; ``stream_hint`` is the stream id a transport names (an MQTT topic)."""
+    """Bytes off the wire; ``stream_hint`` is the stream id a transport names (an MQTT topic).
+
+    ``sender`` is the authenticated peer (a CURVE certificate name) and ``allowed`` the stream ids
+    it may send (fullmatch); ``allowed`` None means any stream.
+    """
 
     payload: bytes
     stream_hint: str | None = None
+    sender: str | None = None
+    allowed: re.Pattern[str] | None = None
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ import paho.mqtt.client as paho
 
 from monitor.transports.backoff import Backoff
 from monitor.transports.base import RawFrame
+from monitor.transports.tls import explain
 from protocol.alarm import Alarm, AlarmState
 from protocol.topics import SAMPLES_SUBSCRIPTION, alarm_state_topic, alarms_topic, stream_of_samples_topic
 from protocol.urls import Endpoint
@@ -72,9 +73,13 @@ def client_for(
     keepalive: int = KEEPALIVE_S,
     queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
     max_queued_incoming_messages: int | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> aiomqtt.Client:
-    """An aiomqtt client for ``mqtt://`` or ``mqtts://`` (system CA store for TLS)."""
-    tls: ssl.SSLContext | None = ssl.create_default_context() if endpoint.scheme == "mqtts" else None
+    """An aiomqtt client for ``mqtt://`` or ``mqtts://``. TLS uses ``tls_context`` (see
+    ``tls.TlsSettings``: custom CA, client certificate) or else the system CAs, hostname checked."""
+    tls: ssl.SSLContext | None = None
+    if endpoint.scheme == "mqtts":
+        tls = tls_context if tls_context is not None else ssl.create_default_context()
     return aiomqtt.Client(
         endpoint.host,
         endpoint.port,
@@ -167,6 +172,7 @@ class MqttSource:
         on_connected: Callable[[str, bool], None] | None = None,
         backoff: Backoff | None = None,
         timeout: float = OPERATION_TIMEOUT_S,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if max_queued_bytes is None:
             max_queued_bytes = max(MAX_QUEUED_BYTES, 8 * max_payload)
@@ -179,6 +185,7 @@ class MqttSource:
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
         self.timeout = timeout
+        self.tls_context = tls_context
         self._on_reject = on_reject
         self._on_connected = on_connected
         self._backoff = backoff if backoff is not None else Backoff()
@@ -220,6 +227,7 @@ class MqttSource:
                         timeout=self.timeout,
                         queue_type=queue_type,
                         max_queued_incoming_messages=self.max_queued,
+                        tls_context=self.tls_context,
                     ) as client:
                         await client.subscribe(self.topic, qos=0)
                         up_since = loop.time()
@@ -238,7 +246,12 @@ class MqttSource:
                     self._set_connected(False)
                     delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
                     self._throttle.log(
-                        logging.WARNING, "lost", "MQTT ingest %s: %s; retrying in %.2fs", self.endpoint, exc, delay
+                        logging.WARNING,
+                        "lost",
+                        "MQTT ingest %s: %s; retrying in %.2fs",
+                        self.endpoint,
+                        explain(exc),
+                        delay,
                     )
                     await asyncio.sleep(delay)
         finally:
@@ -284,6 +297,7 @@ class MqttAlarmSink:
         drain_s: float = DRAIN_S,
         timeout: float = OPERATION_TIMEOUT_S,
         backoff: Backoff | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if queue_size < 1 or max_attempts < 1 or drain_s < 0:
             raise ValueError("need queue_size >= 1, max_attempts >= 1 and drain_s >= 0")
@@ -293,6 +307,7 @@ class MqttAlarmSink:
         self.max_attempts = max_attempts
         self.drain_s = drain_s
         self.timeout = timeout
+        self.tls_context = tls_context
         self.dead_letter = Path(dead_letter) if dead_letter is not None else None
         #: Alarms still queued when the sink was last closed.
         self.unsent = 0
@@ -454,7 +469,7 @@ class MqttAlarmSink:
             while True:
                 up_since: float | None = None
                 try:
-                    async with client_for(self.endpoint, timeout=self.timeout) as client:
+                    async with client_for(self.endpoint, timeout=self.timeout, tls_context=self.tls_context) as client:
                         up_since = loop.time()
                         self._set_connected(True)
                         await self._session(client)
@@ -467,7 +482,7 @@ class MqttAlarmSink:
                         "lost",
                         "MQTT alarm sink %s: %s; %d queued; retrying in %.2fs",
                         self.endpoint,
-                        exc,
+                        explain(exc),
                         len(self._queue),
                         delay,
                     )

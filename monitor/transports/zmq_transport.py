@@ -12,6 +12,7 @@ import zmq
 import zmq.asyncio
 
 from monitor.transports.base import RawFrame
+from monitor.transports.curve import CurveAuth
 from protocol.alarm import Alarm
 from protocol.topics import zmq_alarm_topic
 from protocol.urls import Endpoint
@@ -29,17 +30,27 @@ DEFAULT_BATCH: Final = 256
 ALARM_SNDHWM: Final = 10_000
 
 
-def bind(ctx: zmq.asyncio.Context, kind: int, endpoint: Endpoint, what: str, **opts: int) -> zmq.asyncio.Socket:
-    """A socket of ``kind`` bound at ``endpoint``; a bind failure becomes an OSError naming ``what``."""
+def bind(
+    ctx: zmq.asyncio.Context,
+    kind: int,
+    endpoint: Endpoint,
+    what: str,
+    curve: CurveAuth | None = None,
+    **opts: int,
+) -> zmq.asyncio.Socket:
+    """A socket of ``kind`` bound at ``endpoint`` (a CURVE server named ``what`` when ``curve`` is
+    given); a bind failure becomes an OSError naming ``what``."""
     sock = ctx.socket(kind)
     for opt, value in opts.items():
         sock.setsockopt(getattr(zmq, opt), value)
+    if curve is not None:
+        curve.server(sock, what)
     try:
         sock.bind(endpoint.zmq_addr)
     except zmq.ZMQError as exc:
         sock.close()
         raise OSError(f"cannot bind ZeroMQ {what} at {endpoint}: {exc}") from exc
-    log.info("ZeroMQ %s bound at %s", what, endpoint)
+    log.info("ZeroMQ %s bound at %s%s", what, endpoint, " (CURVE)" if curve is not None else "")
     return sock
 
 
@@ -56,6 +67,9 @@ class ZmqSource:
     and signal handling. ``frames`` therefore drains at most ``batch`` queued messages with
     non-blocking receives, then yields to the loop (``asyncio.sleep(0)``); with nothing queued it
     awaits the next message without spinning.
+
+    With ``curve``, the socket is a CURVE server: only peers the ZAP handler let in reach it, and
+    each frame carries its sender's certificate name and allowed streams (checked by the daemon).
     """
 
     def __init__(
@@ -66,6 +80,7 @@ class ZmqSource:
         max_bytes: int = MAX_FRAME_BYTES,
         batch: int = DEFAULT_BATCH,
         rcvhwm: int = RCVHWM,
+        curve: CurveAuth | None = None,
     ) -> None:
         if max_bytes < 1 or batch < 1 or rcvhwm < 1:
             raise ValueError(f"max_bytes, batch and rcvhwm must be >= 1, got {max_bytes}, {batch}, {rcvhwm}")
@@ -74,12 +89,20 @@ class ZmqSource:
         self.max_bytes = max_bytes
         self.batch = batch
         self.rcvhwm = rcvhwm
+        self.curve = curve
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
 
     async def __aenter__(self) -> Self:
         self._sock = bind(
-            self._ctx, zmq.PULL, self.endpoint, "ingest", RCVHWM=self.rcvhwm, MAXMSGSIZE=self.max_bytes, LINGER=0
+            self._ctx,
+            zmq.PULL,
+            self.endpoint,
+            "ingest",
+            self.curve,
+            RCVHWM=self.rcvhwm,
+            MAXMSGSIZE=self.max_bytes,
+            LINGER=0,
         )
         return self
 
@@ -94,19 +117,27 @@ class ZmqSource:
         """Raw frames as they arrive: the last part of each message (a leading topic part is ignored)."""
         sock = self._sock
         assert sock is not None, "enter the source first"
+        curve = self.curve
         taken = 0
         while True:
             if taken >= self.batch:
                 taken = 0
                 await asyncio.sleep(0)  # a full batch: let the rest of the daemon run before the next
+            copy = curve is None  # Frames (copy=False) carry the sender's User-Id
             try:
                 # NOBLOCK returns an already-completed future: awaiting it never suspends.
-                parts = await sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                parts = await sock.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 # Nothing queued: wait for the next message without spinning.
-                parts = await sock.recv_multipart(copy=True)
+                parts = await sock.recv_multipart(copy=copy)
             taken += 1
-            yield RawFrame(bytes(parts[-1]))
+            last = parts[-1]
+            if isinstance(last, zmq.Frame):
+                assert curve is not None
+                sender = str(last.get("User-Id"))
+                yield RawFrame(last.bytes, sender=sender, allowed=curve.allowed(sender))
+            else:
+                yield RawFrame(bytes(last))
 
 
 class ZmqAlarmSink:
@@ -114,18 +145,27 @@ class ZmqAlarmSink:
 
     ZeroMQ PUB never blocks: once a subscriber has ``ALARM_SNDHWM`` messages queued (a stuck or slow
     subscriber), further alarms to that subscriber are dropped silently, with no count available
-    from ZeroMQ. The journal sink keeps every alarm.
+    from ZeroMQ. The journal sink keeps every alarm. With ``curve`` it is a CURVE server: only the
+    client keys the ZAP handler accepts can subscribe.
     """
 
-    def __init__(self, endpoint: Endpoint, ctx: zmq.asyncio.Context, *, sndhwm: int = ALARM_SNDHWM) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        ctx: zmq.asyncio.Context,
+        *,
+        sndhwm: int = ALARM_SNDHWM,
+        curve: CurveAuth | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.name = f"zmq:{endpoint.port}"
         self.sndhwm = sndhwm
+        self.curve = curve
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
 
     async def __aenter__(self) -> Self:
-        self._sock = bind(self._ctx, zmq.PUB, self.endpoint, "alarms", SNDHWM=self.sndhwm, LINGER=1000)
+        self._sock = bind(self._ctx, zmq.PUB, self.endpoint, "alarms", self.curve, SNDHWM=self.sndhwm, LINGER=1000)
         return self
 
     async def __aexit__(
