@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from app.localnet import Mosquitto, free_port
+
 log = logging.getLogger(__name__)
 
 FS = 250.0
@@ -80,14 +82,6 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- 1. capacity ------------------------------------------------------------------------
 
 
@@ -97,10 +91,10 @@ async def _capacity_point(n: int, seconds: float) -> dict[str, Any]:
     from monitor.config import MonitorConfig
     from monitor.daemon import Monitor
 
-    zin = _free_port()
+    zin = free_port()
     cfg = MonitorConfig(
         ingest=(f"tcp://127.0.0.1:{zin}",),
-        alarms=(f"tcp://127.0.0.1:{_free_port()}",),
+        alarms=(f"tcp://127.0.0.1:{free_port()}",),
         metrics_port=0,
         console=False,
         max_streams=max(2000, n + 10),
@@ -276,8 +270,8 @@ async def _latency_run(feed: Callable[[str, str], Awaitable[object]]) -> dict[st
 
     tmp = Path(tempfile.mkdtemp(prefix="ecg-bench-"))
     cfg = MonitorConfig(
-        ingest=(f"tcp://127.0.0.1:{_free_port()}",),
-        alarms=(f"tcp://127.0.0.1:{_free_port()}",),
+        ingest=(f"tcp://127.0.0.1:{free_port()}",),
+        alarms=(f"tcp://127.0.0.1:{free_port()}",),
         journal=str(tmp / "j.jsonl"),
         metrics_port=0,
         console=False,
@@ -324,21 +318,15 @@ async def _ingest_rate(transport: str, n_frames: int) -> dict[str, Any]:
 
     broker = None
     if transport == "mqtt":
-        import shutil
-        import subprocess
-
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        port = _free_port()
-        conf = Path(tempfile.mkdtemp()) / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n")
-        broker = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"mqtt://127.0.0.1:{port}"
-        await asyncio.sleep(0.5)
+        broker = Mosquitto(Path(tempfile.mkdtemp()), extra=["max_queued_messages 1000000"])
+        broker.start()  # returns once the port accepts connections
+        url = broker.url
     else:
-        url = f"tcp://127.0.0.1:{_free_port()}"
+        url = f"tcp://127.0.0.1:{free_port()}"
+    label = "zmq" if transport == "tcp" else "mqtt"
     reg = CollectorRegistry()
     cfg = MonitorConfig(
-        ingest=(url,), alarms=(f"tcp://127.0.0.1:{_free_port()}",), metrics_port=0, console=False, hop_s=10.0
+        ingest=(url,), alarms=(f"tcp://127.0.0.1:{free_port()}",), metrics_port=0, console=False, hop_s=10.0
     )
     try:
         async with Monitor(cfg, registry=reg):
@@ -351,26 +339,25 @@ async def _ingest_rate(transport: str, n_frames: int) -> dict[str, Any]:
             async with FrameSender(url) as tx:
                 for i, f in enumerate(frames):
                     await tx.send(f"i{i % 100}", f)
-                while (
-                    reg.get_sample_value("ecg_frames_ingested_total", {"transport": transport.replace("tcp", "zmq")})
-                    or 0
-                ) < n_frames:
-                    if time.perf_counter() - t > 120:
+                # Until all are in, or none came in for 2 s (a bounded ingest queue may drop some:
+                # they are counted as rejected, reason queue_full).
+                last, still = -1.0, time.perf_counter()
+                while True:
+                    now_in = reg.get_sample_value("ecg_frames_ingested_total", {"transport": label}) or 0.0
+                    if now_in >= n_frames or time.perf_counter() - still > 2.0:
                         break
+                    if now_in != last:
+                        last, still = now_in, time.perf_counter()
                     await asyncio.sleep(0.01)
             dt = time.perf_counter() - t
-            got = (
-                reg.get_sample_value(
-                    "ecg_frames_ingested_total", {"transport": "zmq" if transport == "tcp" else "mqtt"}
-                )
-                or 0
-            )
+            got = reg.get_sample_value("ecg_frames_ingested_total", {"transport": label}) or 0
+            dropped = reg.get_sample_value("ecg_frames_rejected_total", {"reason": "queue_full"}) or 0
     finally:
         if broker is not None:
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     return {
         "frames": int(got),
+        "dropped_queue_full": int(dropped),
         "sent": n_frames,
         "seconds": dt,
         "frames_per_s": got / dt,

@@ -369,6 +369,19 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_af(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from classifier.training.af_rr import run as train_af
+
+    _setup_logging(a.log_level)
+    try:
+        train_af(Path(a.out_model), Path(a.report))
+    except FileNotFoundError as exc:
+        raise UsageError(f"{exc} (the PhysioNet folder: set ECG_DATA_DIR)") from None
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     _setup_logging(a.log_level)
     if a.faults:
@@ -533,6 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["test", "val"])
     e.add_argument("--update-card", action="store_true", help="write the test figures into the model card")
     e.set_defaults(func=cmd_evaluate)
+
+    af = sub.add_parser(
+        "train-af", help="fit the R-R AF detector on every source; write models/af_rr.json and reports/af_rr.md"
+    )
+    af.add_argument("--out-model", default="models/af_rr.json")
+    af.add_argument("--report", default="reports/af_rr.md", help="markdown report; the figures also go to .json beside it")
+    af.set_defaults(func=cmd_train_af)
 
     b = sub.add_parser("bench", help="run the benchmarks, write reports/bench.md (or reliability.md with --faults)")
     b.add_argument("--out", help="report path (default reports/bench.md, or reports/reliability.md with --faults)")

@@ -17,9 +17,11 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from classifier.af import AfRhythmModel, AfVerdict
 from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, SEGMENT_S, EventType
 from classifier.decision import decide
-from classifier.preprocess import fit_length, normalize_batch, segment_starts, to_model_rate
+from classifier.preprocess import fit_length, lead_is_flat, normalize_batch, segment_starts, to_model_rate
+from classifier.qrs import detect_qrs
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier, RuleThresholds
 
@@ -89,16 +91,19 @@ class MLECGClassifier:
         threads: int | None = None,
         precision: str = "float32",
         rule_thresholds: RuleThresholds | None = None,
+        af_model_path: str | Path | None = None,
     ) -> None:
         """``precision``: "float32", "bfloat16" (CPU autocast; its agreement with float32 on
         validation windows is measured in reports/bench.md) or "auto" (whichever runs faster here).
         ``rule_thresholds``: for the rules run beside the network (the daemon passes its pause
-        threshold, so one threshold holds everywhere a pause is judged).
+        threshold, so one threshold holds everywhere a pause is judged). ``af_model_path``: the
+        R-R AF detector (default ``models/af_rr.json``); AF is decided from the rhythm when it loads.
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         self.precision = "float32"
         self.rules = RuleBasedClassifier(rule_thresholds)
+        self.af_model = _load_af_model(af_model_path)
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self.card: dict[str, Any] = {}
         self.version = "rules"
@@ -219,7 +224,7 @@ class MLECGClassifier:
             if probs is None:
                 out.append(self._rules_fallback(rules))
             else:
-                out.append(self._decide(p, probs[k : k + n], rules))
+                out.append(self._decide(p, probs[k : k + n], rules, self._af_verdict(p)))
             k += n
         return out
 
@@ -255,28 +260,63 @@ class MLECGClassifier:
         return self._segments(sig, usable, fs, h)
 
     def _segments(
-        self, sig: NDArray[np.float64], usable: NDArray[np.bool_], fs: float, hint: int | None = None
+        self,
+        sig: NDArray[np.float64],
+        usable: NDArray[np.bool_],
+        fs: float,
+        hint: int | None = None,
+        rhythm: NDArray[np.floating] | None = None,
     ) -> dict[str, Any]:
-        """Cut a model-rate signal into raw segments (hop 5 s, last one flush with the end)."""
+        """Cut a model-rate signal into raw segments (hop 5 s, last one flush with the end).
+
+        ``rhythm``: a longer stretch ending where ``sig`` ends, read only for the R-R intervals
+        that decide AF (the daemon classifies 10 s but keeps 90 s).
+        """
         n = sig.shape[1]
         starts = segment_starts(n, SCAN_HOP)
         if hint is not None:
             # Make sure one segment starts just before the flagged spot (2 s of context).
             starts = sorted({*starts, int(np.clip(hint - 2 * MODEL_FS, 0, max(0, n - SEGMENT_LEN)))})
         raw = [fit_length(sig[:, a : a + SEGMENT_LEN]) for a in starts] if usable.any() else []
-        return {"sig": sig, "usable": usable, "fs": fs, "starts": starts, "raw": raw}
+        return {"sig": sig, "usable": usable, "fs": fs, "starts": starts, "raw": raw, "rhythm": rhythm}
 
     def classify_model_rate_batch(
-        self, items: Sequence[tuple[NDArray[np.float64], NDArray[np.bool_]]]
+        self,
+        items: Sequence[tuple[NDArray[np.float64], NDArray[np.bool_]]],
+        rhythm: Sequence[NDArray[np.floating] | None] | None = None,
     ) -> list[Classification]:
-        """Classify (2, n) signals already at MODEL_FS (the daemon's buffers) in one batch."""
-        return self._run([self._segments(sig, ok, MODEL_FS) for sig, ok in items])
+        """Classify (2, n) signals already at MODEL_FS (the daemon's buffers) in one batch.
+
+        ``rhythm[i]``, when given, is a longer stretch ending with ``items[i]`` for the AF decision.
+        """
+        contexts = rhythm if rhythm is not None else [None] * len(items)
+        return self._run(
+            [self._segments(sig, ok, MODEL_FS, rhythm=ctx) for (sig, ok), ctx in zip(items, contexts, strict=True)]
+        )
+
+    def _af_verdict(self, p: dict[str, Any]) -> AfVerdict | None:
+        """AF from the R-R intervals of the window (or its longer rhythm context)."""
+        if self.af_model is None:
+            return None
+        sig = p["rhythm"] if p["rhythm"] is not None else p["sig"]
+        for lead, ok in zip(sig, p["usable"], strict=False):
+            x = np.asarray(lead, dtype=np.float64)
+            if ok and np.isfinite(x).mean() > 0.5 and not lead_is_flat(np.nan_to_num(x)):
+                beats = detect_qrs(x, MODEL_FS)
+                return self.af_model.judge(np.diff(beats) / MODEL_FS, x.size / MODEL_FS)
+        return None
 
     def _rules_fallback(self, c: Classification) -> Classification:
         why = f"rule-based fallback (model not loaded: {self.load_error}); " if self.load_error else ""
         return Classification(c.event, c.confidence, c.event_index, why + c.explanation, "rules", c.heart_rate_bpm)
 
-    def _decide(self, p: dict[str, Any], probs: NDArray[np.float64], rules: Classification) -> Classification:
+    def _decide(
+        self, p: dict[str, Any], probs: NDArray[np.float64], rules: Classification, af: AfVerdict | None = None
+    ) -> Classification:
+        """The window's event: VTACH and PAUSE from the network (highest priority first); AF from
+        the rhythm when the R-R detector could judge (the network's AF segments are then reported,
+        not counted: on sources it never saw, the rhythm found AF far more often, see
+        reports/af_rr.md), else from the network's segments."""
         if not len(probs):
             return Classification(
                 "NORMAL", 0.0, None, "no usable lead: " + rules.explanation, "ml", rules.heart_rate_bpm
@@ -286,19 +326,28 @@ class MLECGClassifier:
         scale = p["fs"] / MODEL_FS
         found: list[tuple[int, str, float, int, int]] = []
         for ci, cls in enumerate(CLASSES):
-            if cls == "NORMAL":
+            if cls == "NORMAL" or (cls == "AF" and af is not None):
                 continue
             hits = np.flatnonzero(calls == ci)
             # AF must persist: a third of the scanned segments (at least one).
             need = max(1, math.ceil(len(starts) / 3)) if cls == "AF" else 1
             if hits.size >= need:
                 found.append((EVENT_PRIORITY[cls], cls, float(probs[hits, ci].max()), int(hits[0]), int(hits.size)))
+        rhythm = ""
+        if af is not None:
+            rhythm = f"rhythm: {'AF' if af.af else 'not AF'} ({af.explanation}); "
+            if af.af:
+                found.append((EVENT_PRIORITY["AF"], "AF", af.probability, 0, len(starts)))
         if not found:
             conf = float(probs[:, 0].min())
             # Say so when some segments did call an event that failed the persistence rule.
             votes = [
                 f"{cls} in {int((calls == ci).sum())} of {len(starts)} segments, "
-                f"{max(1, math.ceil(len(starts) / 3))} needed"
+                + (
+                    "AF is judged from the rhythm"
+                    if cls == "AF" and af is not None
+                    else f"{max(1, math.ceil(len(starts) / 3))} needed"
+                )
                 for ci, cls in enumerate(CLASSES)
                 if cls != "NORMAL" and (calls == ci).any()
             ]
@@ -307,7 +356,7 @@ class MLECGClassifier:
                 "NORMAL",
                 conf,
                 None,
-                f"model: {verdict} (min p {conf:.2f}); rules: {rules.event} ({rules.explanation})",
+                f"{rhythm}model: {verdict} (min p {conf:.2f}); rules: {rules.event} ({rules.explanation})",
                 "ml",
                 rules.heart_rate_bpm,
             )
@@ -319,8 +368,26 @@ class MLECGClassifier:
             r_idx = int(rules.event_index / scale)
             if index <= r_idx < index + SEGMENT_LEN:
                 index = r_idx
-        explanation = (
-            f"model: {event} p={conf:.2f} in {count}/{len(starts)} segments, from {index / MODEL_FS:.1f} s into "
-            f"the window; rules: {rules.event} ({rules.explanation})"
-        )
+        if event == "AF" and af is not None:
+            network_af = int((calls == CLASSES.index("AF")).sum())
+            explanation = (
+                f"{rhythm}model: AF in {network_af}/{len(starts)} segments; rules: {rules.event} ({rules.explanation})"
+            )
+        else:
+            explanation = (
+                f"{rhythm}model: {event} p={conf:.2f} in {count}/{len(starts)} segments, from "
+                f"{index / MODEL_FS:.1f} s into the window; rules: {rules.event} ({rules.explanation})"
+            )
         return Classification(event, conf, round(index * scale), explanation, "ml", rules.heart_rate_bpm)
+
+
+def _load_af_model(path: str | Path | None) -> AfRhythmModel | None:
+    """The R-R AF detector, or None (AF then comes from the network's segments) with a warning."""
+    from models import DEFAULT_AF_RR
+
+    target = Path(path) if path is not None else DEFAULT_AF_RR
+    try:
+        return AfRhythmModel.load(target)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("R-R AF detector %s not loaded (%s); AF is judged by the network alone", target, exc)
+        return None

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -107,6 +108,7 @@ class Monitor:
         self._due_event = asyncio.Event()
         self._stopping = False
         self._force = False
+        self._force_event = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ecg-inference")
         self._stack = AsyncExitStack()
         self._ingest_stack = AsyncExitStack()
@@ -229,7 +231,7 @@ class Monitor:
         self._bus = await self._stack.enter_async_context(AlarmBus(sinks + self._extra_sinks, self.metrics))
         restored = journal.restored if journal is not None else []  # read once, by the journal
         if restored:
-            n = self.ward.restore(restored, self.clock.wall())
+            n = self.ward.restore(restored, self.clock.monotonic())
             for sink in self._mqtt_sinks:
                 sink.restore(restored)  # type: ignore[attr-defined]
             log.warning("restored %d active alarms of %d beds from %s", n, len(self.ward), cfg.journal)
@@ -280,8 +282,9 @@ class Monitor:
             await tg.__aexit__(None, None, None)
 
     def force_exit(self) -> None:
-        """A second stop request: skip waiting for the windows in flight."""
+        """A second stop request: stop waiting for the windows in flight, even mid-wait."""
         self._force = True
+        self._force_event.set()
         self._due_event.set()
 
     async def shutdown(self) -> None:
@@ -297,9 +300,12 @@ class Monitor:
         self._due_event.set()
         if self._worker_task is not None and not self._worker_task.done():
             timeout = 0.0 if self._force else self.config.shutdown_timeout_s
-            done, _ = await asyncio.wait({self._worker_task}, timeout=timeout)
-            if not done:
+            forced = asyncio.create_task(self._force_event.wait())
+            await asyncio.wait({self._worker_task, forced}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            forced.cancel()
+            if not self._worker_task.done():
                 log.warning("inference did not finish in %.0f s; abandoning %d windows", timeout, self.ward.due_count)
+                self._force = True  # a batch may hang: never block the loop joining its thread
                 self._worker_task.cancel()
         for t in self._aux_tasks:
             t.cancel()
@@ -364,7 +370,7 @@ class Monitor:
         if not owns(frame.stream_id, *self._shard):
             self.metrics.other_shard.inc()
             return
-        out = self.ward.on_frame(frame, self.clock.wall())
+        out = self.ward.on_frame(frame, self.clock.monotonic())
         self.metrics.frames.labels(transport).inc()
         self.metrics.samples.inc(frame.n)
         if out.ingest is not None and (out.ingest.gap_s > 0 or out.ingest.restarted or out.ingest.resynced):
@@ -395,7 +401,7 @@ class Monitor:
             while not self._force:
                 if self._stopping and self.clock.monotonic() > deadline:
                     break
-                jobs = self.ward.take_due(self.config.max_batch, self.clock.wall(), self._rate)
+                jobs = self.ward.take_due(self.config.max_batch, self.clock.monotonic(), self._rate)
                 if not jobs:
                     break
                 await self._classify(loop, jobs)
@@ -432,15 +438,15 @@ class Monitor:
         self.metrics.batch_size.observe(len(jobs))
         rate = len(jobs) / max(elapsed, 1e-3)
         self._rate = rate if self._rate is None else (1 - RATE_WEIGHT) * self._rate + RATE_WEIGHT * rate
-        wall = self.clock.wall()
+        now = self.clock.monotonic()
         for r in results:
-            self._apply(r, wall)
+            self._apply(r, now)
 
-    def _apply(self, r: WindowResult, wall: float) -> None:
+    def _apply(self, r: WindowResult, now: float) -> None:
         try:
             if r.result is not None and r.result.source == "rules":
                 self.metrics.rules_only.inc()
-            self._publish(self.ward.on_results([r], wall))
+            self._publish(self.ward.on_results([r], now))
         except Exception as exc:
             self.metrics.window_errors.labels("apply").inc()
             self._ratelog.log(
@@ -453,7 +459,9 @@ class Monitor:
     # -- alarms -------------------------------------------------------------------------
 
     def _publish(self, alarms: list[Alarm]) -> None:
-        for alarm in alarms:
+        """Log, show and queue alarms the core decided, stamped with the wall time they leave at."""
+        for decided in alarms:
+            alarm = replace(decided, published_at=round(self.clock.wall(), 3))
             if alarm.state == AlarmState.ONSET.value:
                 self.metrics.alarm_latency.labels(alarm.event).observe(max(0.0, alarm.detected_time - alarm.onset_time))
             log.info(
@@ -483,7 +491,7 @@ class Monitor:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             try:
-                self._publish(self.ward.on_tick(self.clock.wall()))
+                self._publish(self.ward.on_tick(self.clock.monotonic()))
             except Exception as exc:
                 self._ratelog.log(logging.ERROR, "housekeeping", f"housekeeping failed ({exc})", exc_info=True)
             started = self._batch_started

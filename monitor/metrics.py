@@ -122,5 +122,6 @@ class WardCollector(Collector):
             ("ecg_streams_forgotten", "Beds forgotten after long silence", c.forgotten),
             ("ecg_pending_evicted", "Pending stream ids pushed out by newer ones", c.pending_evicted),
             ("ecg_alarms_restored", "Active alarms restored at start from the journal state", c.restored),
+            ("ecg_windows_stale", "Window results dropped: their bed had a gap or resync since", c.stale_results),
         ):
             yield CounterMetricFamily(name, doc, value=value)

@@ -28,7 +28,19 @@ def test_returns_the_documented_tuple(clf: MLECGClassifier) -> None:
     assert event in ("AF", "VTACH", "PAUSE", "NORMAL")
     assert 0.0 <= conf <= 1.0
     assert index is None or 0 <= index < x.shape[1]
-    assert why.startswith("model:")
+    # Each part says who found what: the rhythm (AF), the network, the rules.
+    assert why.startswith("rhythm: not AF") and "; model: NORMAL" in why and "; rules: NORMAL" in why
+
+
+def test_af_is_judged_from_the_rhythm(clf: MLECGClassifier) -> None:
+    """Irregularly irregular R-R over 60 s is AF even where the network sees no AF (it never learnt
+    AF beyond its few training patients); a regular rhythm is not."""
+    assert clf.af_model is not None, "models/af_rr.json did not load"
+    af = _signal(60, [Episode("AF", 0.0, 60.0)], seed=4)
+    res = clf.classify(af[0], af[1], FS)
+    assert res.event == "AF" and res.explanation.startswith("rhythm: AF (R-R over 60 s")
+    sinus = _signal(60, seed=4)
+    assert clf.classify(sinus[0], sinus[1], FS).event == "NORMAL"
 
 
 def test_robust_inputs(clf: MLECGClassifier) -> None:

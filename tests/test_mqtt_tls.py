@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.localnet import mosquitto_binary as _mosquitto_binary
 from monitor.config import ConfigError, MonitorConfig
 from monitor.transports.mqtt_transport import MqttSource
 from monitor.transports.tls import MqttSecurity, TlsError, TlsSettings, read_password
@@ -31,7 +32,7 @@ from protocol.urls import parse_url, redact_url
 from protocol.wire import encode
 from simulators.sender import FrameSender
 from simulators.subscribe import alarms_from
-from tests.conftest import CLI, ROOT, _mosquitto_binary, free_port, wait_port
+from tests.conftest import CLI, ROOT, free_port, wait_port
 from tests.helpers import running_monitor, wait_for
 
 DEPLOY = ROOT / "deploy" / "mosquitto"

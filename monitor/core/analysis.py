@@ -21,6 +21,8 @@ class WindowJob:
     stream_id: str
     signal: NDArray[np.float32]  # (2, n) at MODEL_FS, gap-free
     t_start: float  # stream time of the first sample
+    rhythm: NDArray[np.float32] | None = None  # a longer gap-free stretch ending with it, for AF
+    epoch: int = 0  # the stream's epoch when taken: a result across a discontinuity is stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,9 @@ def analyse(jobs: list[WindowJob], classifier: MLECGClassifier | RuleBasedClassi
     results: list[Classification | None] = [None] * len(jobs)
     if todo:
         if isinstance(classifier, MLECGClassifier):
-            out = classifier.classify_model_rate_batch([(sig, ok) for _, sig, ok in todo])
+            out = classifier.classify_model_rate_batch(
+                [(sig, ok) for _, sig, ok in todo], rhythm=[jobs[i].rhythm for i, _, _ in todo]
+            )
         else:
             out = [classifier.classify_model_rate(np.nan_to_num(sig), ok, MODEL_FS) for _, sig, ok in todo]
         for (i, _, _), res in zip(todo, out, strict=True):

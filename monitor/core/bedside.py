@@ -6,8 +6,9 @@ the alarm message. It is fed frames (``on_frame``), classifier window results (`
 and clock ticks (``on_tick``), and returns the alarms to publish. Nothing here awaits, sleeps or
 reads a clock of its own, so its clinical behaviour is tested in milliseconds.
 
-Times: alarm and tracker times are the stream's clock (seconds); ``wall`` arguments are the
-daemon's wall clock, used only to notice silence.
+Times: alarm and tracker times are the stream's clock (seconds); ``now`` arguments are the
+daemon's monotonic clock, used only to measure silence (a host clock step must not forget or
+silence a bed). ``published_at`` is stamped by the daemon when it hands the alarm on.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ class FrameOutcome:
 
 
 class Bedside:
-    def __init__(self, stream_id: str, config: DetectionConfig, wall: float, model_version: str = "rules") -> None:
+    def __init__(self, stream_id: str, config: DetectionConfig, now: float, model_version: str = "rules") -> None:
         self.stream_id = stream_id
         self.config = config
         self.model_version = model_version
         self.stream: StreamState | None = None
         self.trackers: dict[str, EventTracker] = {}
         self.admitted = False
-        self.last_wall = wall  # wall time of the newest frame (or of the restore)
-        self.t_ref = math.nan  # stream time at ``last_wall``: extrapolates silence
+        self.last_now = now  # monotonic time of the newest frame (or of the restore)
+        self.t_ref = math.nan  # stream time of the newest sample (or of the restored alarms)
         self.gap_open = False  # NO_SIGNAL raised for silence; resolves when data flows again
         self.last_eval_total = 0
         self.suspect = False  # last verdict abnormal or unsure: evaluate again sooner
@@ -59,23 +60,27 @@ class Bedside:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def on_frame(self, frame: Frame, wall: float) -> FrameOutcome:
+    def on_frame(self, frame: Frame, now: float) -> FrameOutcome:
         """Take one decoded frame of this bed; raise ``WireError`` to reject it (nothing changes)."""
         cfg = self.config
         if self.stream is None:
             self.stream = StreamState(self.stream_id, frame.fs, frame.samples.shape[0], cfg.buffer_s, cfg.resync_frames)
         st = self.stream
         prev_end = st.t_end
+        elapsed = now - self.last_now
         result = st.ingest(frame)
         out = FrameOutcome(ingest=result)
-        self.last_wall, self.t_ref = wall, st.t_end
+        self.last_now, self.t_ref = now, st.t_end
         if not self.admitted and st.contiguous_s >= cfg.admit_after_s:
             self.admitted = out.admitted = True
         alarms = out.alarms
-        if result.resynced or result.resync_s:
+        if result.resynced:
+            # The stream clock stepped: move the alarm state with it by the part of the jump
+            # that time passing does not explain, so latching and clearing keep their lengths.
+            # (clock time from the old frame's end to the new one's end, less the time between them)
+            step = result.resync_s + frame.duration - max(0.0, elapsed)
             for tracker in self.trackers.values():
-                tracker.shift(result.resync_s)
-            what = "restarted" if result.restarted else "resynchronised"
+                tracker.shift(step)
             alarms += self._observe(
                 NO_SIGNAL,
                 Observation(
@@ -84,9 +89,10 @@ class Bedside:
                     1.0,
                     frame.t0,
                     "rules",
-                    f"stream {what}: its clock jumped {result.resync_s:+.1f} s; the data between is lost",
+                    f"stream resynchronised: its clock jumped {result.resync_s:+.1f} s, or its sequence or "
+                    f"format changed; the data between is lost",
                 ),
-                wall,
+                now,
             )
             self.gap_open = True
         elif result.gap_s > 0 or result.restarted:
@@ -96,11 +102,11 @@ class Bedside:
                 Observation(
                     True, frame.t0, 1.0, onset, "rules", f"no data for {result.gap_s:.1f} s (gap in the stream)"
                 ),
-                wall,
+                now,
             )
             self.gap_open = True
         elif self.gap_open:
-            alarms += self._observe(NO_SIGNAL, Observation(False, st.t_end, 1.0, explanation="data flowing"), wall)
+            alarms += self._observe(NO_SIGNAL, Observation(False, st.t_end, 1.0, explanation="data flowing"), now)
             self.gap_open = NO_SIGNAL in self.trackers and self.trackers[NO_SIGNAL].active
         obs = pause_observation(
             st.pause,
@@ -110,7 +116,7 @@ class Bedside:
             cfg.pause_threshold_s,
         )
         if obs is not None:
-            alarms += self._observe(PAUSE, obs, wall)
+            alarms += self._observe(PAUSE, obs, now)
         hop = cfg.suspect_hop_s if self.suspect else cfg.hop_s
         if st.buffer.total - self.last_eval_total >= hop * MODEL_FS:
             self.last_eval_total = st.buffer.total
@@ -123,9 +129,16 @@ class Bedside:
         if st is None or st.valid_samples < MIN_WINDOW_S * MODEL_FS:
             return None
         sig, t0 = st.window(self.config.window_s)
-        return WindowJob(self.stream_id, sig, t0)
+        rhythm = None
+        if self.config.rhythm_context_s > self.config.window_s and st.valid_samples > sig.shape[1]:
+            rhythm, _ = st.window(self.config.rhythm_context_s)
+        return WindowJob(self.stream_id, sig, t0, rhythm, st.epoch)
 
-    def on_result(self, r: WindowResult, wall: float, *, calm: bool = False) -> list[Alarm]:
+    def is_current(self, job: WindowJob) -> bool:
+        """False for a window taken before the latest gap or resync: its times are of another stretch."""
+        return self.stream is not None and job.epoch == self.stream.epoch
+
+    def on_result(self, r: WindowResult, now: float, *, calm: bool = False) -> list[Alarm]:
         """Take the classifier's verdict on one window of this bed.
 
         The lead quality of the window also decides which leads the per-frame pause tracker
@@ -134,9 +147,10 @@ class Bedside:
         suspect bed is not re-checked sooner than every hop.
         """
         st = self.stream
+        if st is None or not self.is_current(r.job):
+            return []
         self.quality = (r.quality[0].value, r.quality[1].value)
-        if st is not None:
-            st.pause.usable = np.array([q is LeadQuality.OK for q in r.quality])
+        st.pause.usable = np.array([q is LeadQuality.OK for q in r.quality])
         t = r.t_end
         res = r.result
         alarms: list[Alarm] = []
@@ -153,9 +167,9 @@ class Bedside:
                     "rules",
                     f"no usable lead: lead 1 {self.quality[0]}, lead 2 {self.quality[1]}",
                 ),
-                wall,
+                now,
             )
-        alarms += self._observe(LEADS_OFF, Observation(False, t, 1.0, explanation="a lead is usable"), wall)
+        alarms += self._observe(LEADS_OFF, Observation(False, t, 1.0, explanation="a lead is usable"), now)
         self.current, self.confidence, self.heart_rate = res.event, res.confidence, res.heart_rate_bpm
         self.suspect = not calm and (res.event != "NORMAL" or res.confidence < self.config.suspect_below)
         for event in (VTACH, AF):
@@ -170,42 +184,43 @@ class Bedside:
                     res.source,
                     res.explanation if present else f"window called {res.event}: {res.explanation}",
                 ),
-                wall,
+                now,
             )
         return alarms
 
-    def on_tick(self, wall: float) -> list[Alarm]:
-        """Housekeeping: a bed silent for ``no_signal_s`` of wall time raises NO_SIGNAL."""
-        silent = wall - self.last_wall
+    def on_tick(self, now: float) -> list[Alarm]:
+        """Housekeeping: a bed silent for ``no_signal_s`` (monotonic seconds) raises NO_SIGNAL."""
+        silent = now - self.last_now
         if not self.admitted or silent <= self.config.no_signal_s or not math.isfinite(self.t_ref):
             return []
         self.gap_open = True
         return self._observe(
             NO_SIGNAL,
-            Observation(True, self.t_ref + silent, 1.0, self.t_ref, "rules", f"no data for {silent:.1f} s"),
-            wall,
+            Observation(True, self.t_ref, 1.0, self.t_ref, "rules", f"no data for {silent:.1f} s"),
+            now,
         )
 
-    def restore(self, alarms: list[Alarm], wall: float) -> None:
+    def restore(self, alarms: list[Alarm], now: float) -> None:
         """Continue alarms that were active when the daemon stopped: same onset, no new onset."""
         self.admitted = True
-        self.last_wall = wall
+        self.last_now = now
         for a in alarms:
             policy = self.config.policies.get(a.event)
             if policy is not None and a.stream_id == self.stream_id:
                 self.trackers[a.event] = EventTracker.restored(a, policy)
+                self.gap_open |= a.event == NO_SIGNAL  # cleared by data flowing again
                 self.t_ref = a.detected_time if math.isnan(self.t_ref) else max(self.t_ref, a.detected_time)
 
-    def close(self, wall: float, why: str) -> list[Alarm]:
+    def close(self, now: float, why: str) -> list[Alarm]:
         """The bed is forgotten: resolve what is still active, so no display keeps a stale alarm."""
         out: list[Alarm] = []
-        t = self.t_ref + (wall - self.last_wall) if math.isfinite(self.t_ref) else 0.0
+        t = self.t_ref + (now - self.last_now) if math.isfinite(self.t_ref) else 0.0
         for event, tracker in self.trackers.items():
             if tracker.active:
                 tracker.active = False
                 out.append(
                     self._message(
-                        event, AlarmState.RESOLVED, Observation(False, t, 0.0, None, "rules", why), tracker, wall
+                        event, AlarmState.RESOLVED, Observation(False, t, 0.0, None, "rules", why), tracker, now
                     )
                 )
         return out
@@ -215,7 +230,7 @@ class Bedside:
     def active_alarms(self) -> list[str]:
         return [ev for ev, tr in self.trackers.items() if tr.active]
 
-    def _observe(self, event: str, obs: Observation, wall: float) -> list[Alarm]:
+    def _observe(self, event: str, obs: Observation, now: float) -> list[Alarm]:
         if not self.admitted:
             return []  # a stream not yet admitted raises nothing: junk ids cannot storm
         tracker = self.trackers.get(event)
@@ -227,9 +242,9 @@ class Bedside:
         if emitted is None:
             return []
         state, o = emitted
-        return [self._message(event, state, o, tracker, wall)]
+        return [self._message(event, state, o, tracker, now)]
 
-    def _message(self, event: str, state: AlarmState, o: Observation, tracker: EventTracker, wall: float) -> Alarm:
+    def _message(self, event: str, state: AlarmState, o: Observation, tracker: EventTracker, now: float) -> Alarm:
         return Alarm(
             stream_id=self.stream_id,
             event=event,
@@ -238,7 +253,7 @@ class Bedside:
             confidence=round(float(o.confidence), 4),
             onset_time=round(tracker.onset_time, 3),
             detected_time=round(o.time, 3),
-            published_at=round(wall, 3),
+            published_at=0.0,  # stamped by the daemon when it hands the alarm on
             source=o.source,
             model_version=self.model_version if o.source == "ml" else "rules",
             explanation=o.explanation,

@@ -34,6 +34,9 @@ class DetectionConfig:
     window_s: float = 10.0
     #: Ring buffer per bed.
     buffer_s: float = 90.0
+    #: AF is a rhythm: it is judged from the R-R intervals of up to this much gap-free signal
+    #: (the network still sees ``window_s``).
+    rhythm_context_s: float = 60.0
     #: No QRS for this long on a usable lead is a PAUSE (asystole), everywhere it is decided.
     pause_threshold_s: float = PAUSE_THRESHOLD_S
     #: Wall seconds without a frame before NO_SIGNAL.
@@ -58,6 +61,11 @@ class DetectionConfig:
             MIN_WINDOW_S <= self.window_s <= min(MAX_WINDOW_S, self.buffer_s),
             "window_s",
             f"must be {MIN_WINDOW_S:.0f}-{MAX_WINDOW_S:.0f} s and fit the buffer",
+        )
+        _check(
+            self.window_s <= self.rhythm_context_s <= self.buffer_s,
+            "rhythm_context_s",
+            "must be at least window_s and fit the buffer",
         )
         _check(1.5 <= self.pause_threshold_s <= 10.0, "pause_threshold_s", "must be 1.5-10 s")
         _check(0.5 <= self.no_signal_s <= 60.0, "no_signal_s", "must be 0.5-60 s")

@@ -21,14 +21,18 @@ from monitor.core.ringbuffer import RingBuffer
 _HIT_GAP_S = 0.12
 #: ...unless the complex would grow longer than a QRS can be (VT and VF keep hitting).
 _QRS_MAX_S = 0.2
-#: Frames whose slope maxima form the QRS level (a ring), how often the level is refreshed (frames),
-#: and how many frames are learnt before the tracker judges anything.
-_LEVEL_FRAMES = 64
+#: The QRS level is learnt from slope maxima per block of this much signal (samples at the model
+#: rate, 0.2 s), whatever the sender's frame size: counted in frames, 20 ms frames (most holding
+#: no QRS) dragged the level down to the noise within a second of asystole, and hid it.
+_BLOCK = round(0.2 * MODEL_FS)
+#: Blocks whose maxima form the QRS level (a ring, 12.8 s), how often the level is refreshed
+#: (blocks), and how many blocks are learnt before the tracker judges anything (3 s).
+_LEVEL_BLOCKS = 64
 _LEVEL_EVERY = 8
-_LEARN_FRAMES = 15
+_LEARN_BLOCKS = 15
 #: A slope above this fraction of the QRS level is a QRS hit.
 _HIT_FRACTION = 0.35
-#: Frames once the open gap is this long (s) no longer feed the level, so a pause cannot lower it.
+#: Blocks once the open gap is this long (s) no longer feed the level, so a pause cannot lower it.
 _LEVEL_FREEZE_GAP_S = 1.5
 
 
@@ -37,8 +41,8 @@ class PauseTracker:
     """Cheap per-frame R-R gap check on the model-rate signal.
 
     The slope over two samples (x[n] - x[n-2], about 8-50 Hz at 128 Hz) follows each lead; a
-    slope above 35% of the typical QRS slope (90th percentile of recent per-frame maxima)
-    counts as a hit, and hits are grouped into QRS complexes. Gaps run from QRS onset to QRS
+    slope above 35% of the typical QRS slope (90th percentile of recent maxima per 0.2 s of
+    signal) counts as a hit, and hits are grouped into QRS complexes. Gaps run from QRS onset to QRS
     onset, like the R-R interval they stand for (timing from the end of a QRS would shorten
     every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
     a pause a little over the threshold is not lost between two frame ends. The open gap grows
@@ -46,8 +50,10 @@ class PauseTracker:
     """
 
     prev: NDArray[np.float64] | None = None  # the last two samples of each lead
-    maxima: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _LEVEL_FRAMES)))
-    n_max: int = 0
+    maxima: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _LEVEL_BLOCKS)))
+    n_max: int = 0  # blocks learnt
+    block_peak: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    block_fill: int = 0  # samples in the block being filled
     level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
     last_beat_t: float | None = None  # onset of the latest QRS, stream seconds
     last_hit_t: float | None = None
@@ -58,6 +64,8 @@ class PauseTracker:
     def reset(self) -> None:
         self.prev = None
         self.n_max = 0
+        self.block_peak = np.zeros(2)
+        self.block_fill = 0
         self.last_beat_t = None
         self.last_hit_t = None
         self.closed_gap = 0.0
@@ -74,22 +82,33 @@ class PauseTracker:
         if ext.shape[1] < 3:
             return
         slope = np.abs(ext[:, 2:] - ext[:, :-2])  # aligned with the last len-2 samples
-        peak = slope.max(axis=1)
-        if self.n_max > _LEARN_FRAMES:
-            if self.n_max % _LEVEL_EVERY == 0:
-                self.level = np.percentile(self.maxima[:, : min(self.n_max, _LEVEL_FRAMES)], 90, axis=1)
+        if self.n_max > _LEARN_BLOCKS:
             hits = (slope >= _HIT_FRACTION * self.level[:, None]) & self.usable[:, None]
             cols = np.flatnonzero(hits.any(axis=0))
             if cols.size:
                 self._group_hits(t_end - (slope.shape[1] - 1 - cols) / MODEL_FS)
         else:
             self.last_beat_t = t_end  # still learning the QRS level: no judgement yet
-            if self.n_max == _LEARN_FRAMES:
-                self.level = np.percentile(self.maxima[:, :_LEARN_FRAMES], 90, axis=1)
-        # Frames inside a pause must not drag the QRS level down.
-        if self.gap(t_end) < _LEVEL_FREEZE_GAP_S:
-            self.maxima[:, self.n_max % _LEVEL_FRAMES] = peak
-            self.n_max += 1
+        self._learn(slope, t_end)
+
+    def _learn(self, slope: NDArray[np.float64], t_end: float) -> None:
+        """Fold the frame's slopes into 0.2 s blocks; each full block's maxima feed the level."""
+        i, m = 0, slope.shape[1]
+        while i < m:
+            take = min(_BLOCK - self.block_fill, m - i)
+            self.block_peak = np.maximum(self.block_peak, slope[:, i : i + take].max(axis=1))
+            self.block_fill += take
+            i += take
+            if self.block_fill < _BLOCK:
+                break
+            # Blocks inside a pause must not drag the QRS level down.
+            if self.gap(t_end) < _LEVEL_FREEZE_GAP_S:
+                self.maxima[:, self.n_max % _LEVEL_BLOCKS] = self.block_peak
+                self.n_max += 1
+                if self.n_max == _LEARN_BLOCKS or (self.n_max > _LEARN_BLOCKS and self.n_max % _LEVEL_EVERY == 0):
+                    self.level = np.percentile(self.maxima[:, : min(self.n_max, _LEVEL_BLOCKS)], 90, axis=1)
+            self.block_peak = np.zeros(2)
+            self.block_fill = 0
 
     def _group_hits(self, times: NDArray[np.float64]) -> None:
         onset, last = self.last_beat_t, self.last_hit_t

@@ -18,8 +18,15 @@ from monitor.core.resample import StreamResampler
 from monitor.core.ringbuffer import RingBuffer
 from protocol.wire import Frame, WireError
 
-#: A timestamp jump larger than this (seconds) between consecutive frames is a gap.
+#: A timestamp jump larger than this (seconds) between consecutive frames is a gap: NaN in the
+#: buffer, a new gap-free stretch, NO_SIGNAL. A smaller one (a lost or late frame) is bridged.
 GAP_TOLERANCE_S = 0.5
+#: A forward jump larger than this (seconds) is taken only once later frames confirm it: one
+#: glitched timestamp must not throw the bed an hour ahead.
+MAX_FORWARD_JUMP_S = 300.0
+#: Frames that continue one another but not the stream confirm a new timeline after
+#: ``resync_frames`` of them, or after this much signal (s) if that comes first (large frames).
+RESYNC_MIN_S = 1.0
 
 
 @dataclass(slots=True)
@@ -27,8 +34,9 @@ class IngestResult:
     """What one accepted frame did.
 
     ``gap_s``: seconds of missing data before it. ``restarted``: the sender began again at seq 0.
-    ``resync_s``: the stream clock jumped by this much (new minus old, s) and the stream was
-    resynchronised to the frames that followed the jump; 0.0 when not.
+    ``resynced``: the stream followed a new timeline (clock jump, sequence jump, new rate or lead
+    count) confirmed by the frames before this one; ``resync_s`` is its jump (new minus old, s).
+    ``bridged_s``: a short loss (under ``GAP_TOLERANCE_S``) filled by holding the last sample.
     """
 
     written: int
@@ -36,6 +44,7 @@ class IngestResult:
     restarted: bool = False
     resynced: bool = False
     resync_s: float = 0.0
+    bridged_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -44,7 +53,10 @@ class _Candidate:
 
     next_seq: int
     t_end: float
+    fs: float
+    channels: int
     count: int
+    span_s: float
 
 
 class StreamState:
@@ -62,6 +74,7 @@ class StreamState:
         self.t_end = math.nan  # stream time just after the newest sample
         self.valid_from = 0  # buffer.total index where the current gap-free stretch began
         self.contiguous_s = 0.0  # stream seconds since the last gap, restart or resync
+        self.epoch = 0  # +1 at every discontinuity: a window taken before it is stale after it
         self._candidate: _Candidate | None = None
 
     @property
@@ -73,44 +86,48 @@ class StreamState:
         return self.t_end - (self.buffer.total - index) / MODEL_FS
 
     def ingest(self, frame: Frame) -> IngestResult:
-        """Check sequence, rate and timing; write the frame; raise WireError to reject it.
+        """Check format, sequence and timing; write the frame; raise WireError to reject it.
 
-        A frame behind the stream's sequence or clock is rejected, but if ``resync_frames`` such
-        frames in a row continue one another, the stream was wrong (one glitched frame jumped it
-        ahead, or the device clock stepped back): the stream follows them from then on.
+        Time leads: a frame that continues the stream's clock is taken whatever its sequence
+        number (a lost frame is bridged, a sequence glitch is rebased); sequence numbers only
+        tell a duplicate apart. A frame behind the stream, one far ahead of it, or one in another
+        rate or lead count is rejected, but if such frames continue one another for
+        ``resync_frames`` frames (or ``RESYNC_MIN_S``), the stream was wrong: it follows them
+        from then on. So one glitched frame costs nothing and a real clock step a second.
         """
-        if frame.fs != self.fs:
-            raise WireError("rate_change", f"{self.stream_id}: {frame.fs} Hz after {self.fs} Hz")
-        if frame.samples.shape[0] != self.channels:
-            raise WireError(
-                "bad_channels", f"{self.stream_id}: {frame.samples.shape[0]} channels after {self.channels}"
-            )
-        restarted = resynced = False
-        gap_s = resync_s = 0.0
+        result = IngestResult(0)
         if self.next_seq is not None:
-            if frame.seq == 0 and self.next_seq > 1:
-                restarted = True  # the sender restarted: begin a new stretch
-                gap_s = max(0.0, frame.t0 - self.t_end)
-                resync_s = min(0.0, frame.t0 - self.t_end)
-            else:
-                jump = frame.t0 - self.t_end
-                behind = frame.seq < self.next_seq or jump < -GAP_TOLERANCE_S
-                if behind and self._continues_candidate(frame):
-                    resynced, resync_s = True, jump
-                elif behind:
-                    if frame.seq == self.next_seq - 1:
-                        reason = "duplicate"
-                    else:
-                        reason = "out_of_order"
+            dt = frame.t0 - self.t_end
+            behind = -dt > min(GAP_TOLERANCE_S, max(0.5 * frame.duration, 0.02))
+            reason = ""
+            if frame.fs != self.fs:
+                reason = "rate_change"
+            elif frame.samples.shape[0] != self.channels:
+                reason = "bad_channels"
+            elif behind:
+                reason = "duplicate" if frame.seq == self.next_seq - 1 else "out_of_order"
+            elif dt > MAX_FORWARD_JUMP_S:
+                reason = "clock_jump"
+            if reason:
+                if not self._continues_candidate(frame):
                     raise WireError(
                         reason,
-                        f"{self.stream_id}: seq {frame.seq} t0 {frame.t0:.3f}, expected "
-                        f"seq {self.next_seq} t0 {self.t_end:.3f}",
+                        f"{self.stream_id}: seq {frame.seq} t0 {frame.t0:.3f} at {frame.fs:g} Hz x "
+                        f"{frame.samples.shape[0]}, expected seq {self.next_seq} t0 {self.t_end:.3f} at "
+                        f"{self.fs:g} Hz x {self.channels}",
                     )
-                elif frame.seq > self.next_seq or jump > GAP_TOLERANCE_S:
-                    gap_s = max(jump, 0.0)
-        if self.next_seq is not None and (gap_s > 0 or restarted or resynced or frame.seq > self.next_seq):
-            self._mark_gap(gap_s)
+                result.resynced, result.resync_s = True, dt
+                self._reformat(frame.fs, frame.samples.shape[0])
+                self._mark_gap(max(dt, 0.0))
+            elif frame.seq == 0 and self.next_seq > 1:
+                result.restarted, result.gap_s = True, max(dt, 0.0)  # the sender restarted
+                self._mark_gap(result.gap_s)
+            elif dt > GAP_TOLERANCE_S:
+                result.gap_s = dt
+                self._mark_gap(dt)
+            elif dt * MODEL_FS >= 1.0:
+                result.bridged_s = dt
+                self._bridge(dt)
         self._candidate = None
         out = self.resampler.process(frame.samples)
         if out.shape[0] == 1:
@@ -120,17 +137,37 @@ class StreamState:
         self.t_end = frame.t0 + frame.duration
         self.contiguous_s += frame.duration
         self.pause.update(out, self.t_end - 1.0 / MODEL_FS)
-        return IngestResult(out.shape[1], gap_s, restarted, resynced, resync_s)
+        result.written = out.shape[1]
+        return result
 
     def _continues_candidate(self, frame: Frame) -> bool:
-        """Track frames behind the stream; True once ``resync_frames`` of them continue each other."""
+        """Track frames the stream rejects; True once enough of them continue one another."""
         c = self._candidate
-        end = frame.t0 + frame.duration
-        if c is not None and frame.seq == c.next_seq and abs(frame.t0 - c.t_end) <= GAP_TOLERANCE_S:
-            c.next_seq, c.t_end, c.count = frame.seq + 1, end, c.count + 1
+        ch = frame.samples.shape[0]
+        if (
+            c is not None
+            and frame.seq == c.next_seq
+            and abs(frame.t0 - c.t_end) <= GAP_TOLERANCE_S
+            and (frame.fs, ch) == (c.fs, c.channels)
+        ):
+            c.next_seq, c.t_end = frame.seq + 1, frame.t0 + frame.duration
+            c.count += 1
+            c.span_s += frame.duration
         else:
-            c = self._candidate = _Candidate(frame.seq + 1, end, 1)
-        return c.count >= self.resync_frames
+            c = self._candidate = _Candidate(frame.seq + 1, frame.t0 + frame.duration, frame.fs, ch, 1, frame.duration)
+        return c.count >= self.resync_frames or (c.count >= 2 and c.span_s >= RESYNC_MIN_S)
+
+    def _reformat(self, fs: float, channels: int) -> None:
+        self.fs, self.channels = fs, channels
+
+    def _bridge(self, dt: float) -> None:
+        """A lost or late frame under the gap tolerance: hold the last sample for its length, so
+        the stretch stays gap-free (the classifier and the pause tracker carry on)."""
+        n = round(dt * MODEL_FS)
+        last = self.buffer.latest(1)
+        fill = np.repeat(np.nan_to_num(last), n, axis=1) if last.shape[1] else np.zeros((2, n), dtype=np.float32)
+        self.buffer.write(fill.astype(np.float32))
+        self.pause.update(fill, self.t_end + dt - 1.0 / MODEL_FS)
 
     def _mark_gap(self, gap_s: float) -> None:
         """Missing data: fill the buffer with NaN for its length and start a new valid stretch."""
@@ -139,6 +176,7 @@ class StreamState:
             self.buffer.write(np.full((2, n), np.nan, dtype=np.float32))
         self.valid_from = self.buffer.total
         self.contiguous_s = 0.0
+        self.epoch += 1
         self.resampler = StreamResampler(self.fs, MODEL_FS, self.channels)
         self.pause.reset()
 

@@ -2,13 +2,17 @@
 
 Pure and synchronous like ``Bedside``. Admission is bounded so junk stream ids cannot push out
 real beds: a new id is *pending* until it has sent ``admit_after_s`` of contiguous data; pending
-ids raise no alarms, live in a small table whose least recently heard entry makes room for a
-newcomer, and are forgotten after ``forget_pending_s`` of silence. Only admitted beds count
+ids raise no alarms, live in a table of ``max_pending`` (default ``max_beds``) where the least
+recently heard id makes room for a newcomer if it has gone quiet or the newcomer comes back
+after being refused (``too_many_pending``): real senders send on, one-shot junk does not. They
+are forgotten after ``forget_pending_s`` of silence. Only admitted beds count
 against ``max_beds``.
 
 Overload: windows are classified oldest-due first. When more are due than the classifier can
 take within ``shed_after_s`` at its measured rate, the oldest-due ones are shed (counted); their
 beds come due again at their next hop. Alarms and the per-frame pause rule never depend on it.
+
+``now`` arguments are the daemon's monotonic clock (seconds).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from monitor.core.bedside import Bedside, FrameOutcome
 from monitor.core.detection import DetectionConfig
 from protocol.alarm import Alarm
 from protocol.wire import Frame, WireError
+
+#: A pending id silent this long (s) may be pushed out by a newcomer when the table is full.
+PENDING_QUIET_S = 1.0
 
 
 @dataclass(slots=True)
@@ -35,6 +42,7 @@ class WardCounters:
     shed: int = 0  # due windows dropped under overload
     resyncs: int = 0
     restored: int = 0
+    stale_results: int = 0  # window results dropped: the bed had a gap or resync since
 
 
 class Ward:
@@ -49,13 +57,14 @@ class Ward:
     ) -> None:
         self.config = config
         self.max_beds = max_beds
-        self.max_pending = max_pending if max_pending is not None else max(64, max_beds // 4)
+        self.max_pending = max_pending if max_pending is not None else max(64, max_beds)
         self.shed_after_s = shed_after_s
         self.model_version = model_version
         self.beds: dict[str, Bedside] = {}  # admitted
         self.pending: OrderedDict[str, Bedside] = OrderedDict()  # least recently heard first
         self.counters = WardCounters()
-        self._due: OrderedDict[str, float] = OrderedDict()  # bed -> wall time it came due
+        self._knocked: OrderedDict[str, float] = OrderedDict()  # ids refused while pending was full
+        self._due: OrderedDict[str, float] = OrderedDict()  # bed -> when it came due (monotonic s)
         self._calm_until = 0.0  # while shedding, suspect beds are not re-checked sooner
 
     def __len__(self) -> int:
@@ -66,7 +75,7 @@ class Ward:
 
     # -- frames -------------------------------------------------------------------------
 
-    def on_frame(self, frame: Frame, wall: float) -> FrameOutcome:
+    def on_frame(self, frame: Frame, now: float) -> FrameOutcome:
         """Route a decoded frame to its bed; raise ``WireError`` to reject it."""
         sid = frame.stream_id
         bed = self.beds.get(sid)
@@ -76,13 +85,23 @@ class Ward:
                 if len(self.beds) >= self.max_beds:
                     raise WireError("too_many_streams", f"{sid}: {self.max_beds} beds admitted")
                 if len(self.pending) >= self.max_pending:
-                    self.pending.popitem(last=False)
+                    # Make room by pushing out the least recently heard id, but only if it has
+                    # gone quiet (junk sends a frame and goes) or the newcomer knocks a second
+                    # time (a real sender sends on; one-shot junk never does). A newcomer that
+                    # cannot come in now is refused, counted, and remembered for its next frame.
+                    oldest_sid, oldest = next(iter(self.pending.items()))
+                    if now - oldest.last_now < PENDING_QUIET_S and self._knocked.pop(sid, None) is None:
+                        self._knocked[sid] = now
+                        if len(self._knocked) > self.max_pending:
+                            self._knocked.popitem(last=False)
+                        raise WireError("too_many_pending", f"{sid}: {self.max_pending} new stream ids pending")
+                    del self.pending[oldest_sid]
                     self.counters.pending_evicted += 1
-                bed = Bedside(sid, self.config, wall, self.model_version)
+                bed = Bedside(sid, self.config, now, self.model_version)
                 self.pending[sid] = bed
             else:
                 self.pending.move_to_end(sid)
-        out = bed.on_frame(frame, wall)
+        out = bed.on_frame(frame, now)
         if out.admitted and sid in self.pending:
             del self.pending[sid]
             if len(self.beds) >= self.max_beds:
@@ -95,7 +114,7 @@ class Ward:
             if sid in self._due:
                 self.counters.superseded += 1  # keeps its place; the newest window is taken
             else:
-                self._due[sid] = wall
+                self._due[sid] = now
         return out
 
     # -- windows ------------------------------------------------------------------------
@@ -104,7 +123,7 @@ class Ward:
     def due_count(self) -> int:
         return len(self._due)
 
-    def take_due(self, max_n: int, wall: float, rate_per_s: float | None = None) -> list[WindowJob]:
+    def take_due(self, max_n: int, now: float, rate_per_s: float | None = None) -> list[WindowJob]:
         """Up to ``max_n`` windows, oldest-due first, after shedding what cannot be done in time.
 
         ``rate_per_s``: windows per second the classifier has been managing lately (None while
@@ -117,7 +136,7 @@ class Ward:
                 for _ in range(excess):
                     self._due.popitem(last=False)
                 self.counters.shed += excess
-                self._calm_until = wall + 2 * self.config.hop_s
+                self._calm_until = now + 2 * self.config.hop_s
         jobs: list[WindowJob] = []
         while self._due and len(jobs) < max_n:
             sid, _ = self._due.popitem(last=False)
@@ -127,38 +146,42 @@ class Ward:
                 jobs.append(job)
         return jobs
 
-    def on_results(self, results: list[WindowResult], wall: float) -> list[Alarm]:
-        calm = wall < self._calm_until
+    def on_results(self, results: list[WindowResult], now: float) -> list[Alarm]:
+        calm = now < self._calm_until
         alarms: list[Alarm] = []
         for r in results:
             bed = self.beds.get(r.job.stream_id)
-            if bed is not None:
-                alarms += bed.on_result(r, wall, calm=calm)
+            if bed is None:
+                continue
+            if not bed.is_current(r.job):
+                self.counters.stale_results += 1
+                continue
+            alarms += bed.on_result(r, now, calm=calm)
         return alarms
 
     # -- time ---------------------------------------------------------------------------
 
-    def on_tick(self, wall: float) -> list[Alarm]:
+    def on_tick(self, now: float) -> list[Alarm]:
         """Silence: NO_SIGNAL for quiet beds, forget long-silent ones (resolving their alarms)."""
         alarms: list[Alarm] = []
         for sid, bed in list(self.beds.items()):
-            silent = wall - bed.last_wall
+            silent = now - bed.last_now
             if silent > self.config.forget_s:
-                alarms += bed.close(wall, f"no data for {silent:.0f} s: this bed is no longer monitored")
+                alarms += bed.close(now, f"no data for {silent:.0f} s: this bed is no longer monitored")
                 del self.beds[sid]
                 self._due.pop(sid, None)
                 self.counters.forgotten += 1
             else:
-                alarms += bed.on_tick(wall)
+                alarms += bed.on_tick(now)
         while self.pending:
             sid, bed = next(iter(self.pending.items()))
-            if wall - bed.last_wall <= self.config.forget_pending_s:
+            if now - bed.last_now <= self.config.forget_pending_s:
                 break
             del self.pending[sid]
             self.counters.pending_forgotten += 1
         return alarms
 
-    def restore(self, alarms: list[Alarm], wall: float) -> int:
+    def restore(self, alarms: list[Alarm], now: float) -> int:
         """Beds with alarms active when the daemon stopped; returns how many alarms continue."""
         by_bed: dict[str, list[Alarm]] = {}
         for a in alarms:
@@ -169,8 +192,8 @@ class Ward:
             if bed is None:
                 if len(self.beds) >= self.max_beds:
                     continue
-                bed = self.beds[sid] = Bedside(sid, self.config, wall, self.model_version)
-            bed.restore(group, wall)
+                bed = self.beds[sid] = Bedside(sid, self.config, now, self.model_version)
+            bed.restore(group, now)
             n += sum(1 for a in group if a.event in bed.trackers)
         self.counters.restored += n
         return n

@@ -1,0 +1,195 @@
+"""AF from the rhythm: a calibrated logistic model on R-R interval features.
+
+AF is a rhythm, irregularly irregular, and the network's 10 s view of it did not generalise
+beyond the few AF patients it was trained on. R-R intervals carry most of the evidence and
+generalise across devices; the hard part is ectopy (isolated premature beats, bigeminy, sinus
+arrhythmia), which the features below are chosen to tell apart: a regular rhythm with a few
+early beats keeps most intervals near the median, its successive differences alternate, and it
+turns regular once each premature interval and its compensatory pause are removed.
+
+The coefficients are fitted on training records of every source and the decision threshold is
+chosen on validation records (``classifier/training/af_rr.py``); they live in
+``models/af_rr.json``, plain JSON. Two fits (small MLPs): ``short`` for 8-30 s of context, ``long`` for
+30 s and more. Pure numpy; intervals in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: Fewer intervals than this: no AF judgement from the rhythm.
+MIN_INTERVALS: Final = 8
+#: From this much context (s) the ``long`` fit applies.
+LONG_CONTEXT_S: Final = 30.0
+#: Intervals outside this range are detection errors or pauses, not AF rhythm.
+RR_MIN_S: Final = 0.24
+RR_MAX_S: Final = 2.5
+
+FEATURES: Final[tuple[str, ...]] = (
+    "irregularity",  # median |dRR| / median RR (robust to a few ectopic beats)
+    "rmssd",  # RMS of dRR / mean RR
+    "cv",  # SD of RR / mean RR
+    "irregular_frac",  # share of |dRR| above 10% of the median RR
+    "regular_frac",  # share of RR within 10% of the median RR (high with isolated ectopy)
+    "alternation",  # lag-1 correlation of dRR: -1 for bigeminy, about -0.5 for AF
+    "turning",  # share of RR that are local extrema: 2/3 when random, low when regular
+    "trimmed_irregularity",  # irregularity of the 80% smallest |dRR|
+    "log_rate",  # log of the mean heart rate (bpm)
+    "clean_irregularity",  # irregularity once premature beats and their pauses are removed
+    "clean_irregular_frac",  # irregular_frac once premature beats and their pauses are removed
+    "premature_frac",  # share of intervals removed as premature (high in bigeminy)
+    "entropy",  # Shannon entropy (bits) of dRR / median RR in 16 bins over +-0.6
+    "sd_ratio",  # Poincare SD1 / SD2: about 1 when successive RR are unrelated (AF)
+)
+#: An interval shorter than this fraction of the median is premature (an ectopic beat).
+PREMATURE_FRACTION: Final = 0.85
+
+
+def _irregularity(rr: NDArray[np.float64]) -> tuple[float, float]:
+    if rr.size < 3:
+        return 0.0, 0.0
+    med = float(np.median(rr))
+    ad = np.abs(np.diff(rr))
+    return float(np.median(ad)) / med, float(np.mean(ad > 0.1 * med))
+
+
+def rr_features(rr_s: NDArray[np.floating]) -> NDArray[np.float64] | None:
+    """The feature vector of one R-R series (s), or None when there are too few intervals."""
+    rr = np.asarray(rr_s, dtype=np.float64)
+    rr = rr[(rr >= RR_MIN_S) & (rr <= RR_MAX_S)]
+    if rr.size < MIN_INTERVALS:
+        return None
+    med = float(np.median(rr))
+    mean = float(rr.mean())
+    d = np.diff(rr)
+    ad = np.abs(d)
+    srt = np.sort(ad)
+    trimmed = srt[: max(1, int(0.8 * srt.size))]
+    if d.size >= 3 and d[:-1].std() > 1e-9 and d[1:].std() > 1e-9:
+        alternation = float(np.corrcoef(d[:-1], d[1:])[0, 1])
+    else:
+        alternation = 0.0
+    mid = rr[1:-1]
+    turning = float(np.mean(((mid > rr[:-2]) & (mid > rr[2:])) | ((mid < rr[:-2]) & (mid < rr[2:]))))
+    # Drop each premature interval and the compensatory one after it: isolated ectopy leaves a
+    # regular rhythm behind, AF stays irregular.
+    premature = rr < PREMATURE_FRACTION * med
+    drop = premature.copy()
+    drop[1:] |= premature[:-1]
+    clean_irr, clean_frac = _irregularity(rr[~drop])
+    hist, _ = np.histogram(np.clip(d / med, -0.6, 0.6), bins=16, range=(-0.6, 0.6))
+    q = hist[hist > 0] / hist.sum()
+    entropy = float(-(q * np.log2(q)).sum())
+    x1, x2 = rr[:-1], rr[1:]
+    sd1 = float(np.std((x2 - x1) / np.sqrt(2)))
+    sd2 = float(np.std((x2 + x1) / np.sqrt(2)))
+    return np.array(
+        [
+            float(np.median(ad)) / med,
+            float(np.sqrt(np.mean(d**2))) / mean,
+            float(rr.std()) / mean,
+            float(np.mean(ad > 0.1 * med)),
+            float(np.mean(np.abs(rr - med) <= 0.1 * med)),
+            alternation,
+            turning,
+            float(np.median(trimmed)) / med,
+            math.log(60.0 / mean),
+            clean_irr,
+            clean_frac,
+            float(drop.mean()),
+            entropy,
+            sd1 / max(sd2, 1e-6),
+        ]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MlpFit:
+    """A small standardised MLP (ReLU hidden layers, sigmoid output) and its decision threshold.
+
+    With no hidden layer it is a logistic regression. Weights are plain JSON lists.
+    """
+
+    mean: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    layers: tuple[tuple[NDArray[np.float64], NDArray[np.float64]], ...]  # (weights in x out, bias)
+    threshold: float
+
+    def prob(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        h = (np.atleast_2d(x) - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(h[:, 0], -40, 40)))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "layers": [{"w": w.tolist(), "b": b.tolist()} for w, b in self.layers],
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MlpFit:
+        mean = np.asarray(d["mean"], dtype=np.float64)
+        scale = np.asarray(d["scale"], dtype=np.float64)
+        layers = tuple(
+            (np.asarray(layer["w"], dtype=np.float64), np.asarray(layer["b"], dtype=np.float64))
+            for layer in d["layers"]
+        )
+        width = len(FEATURES)
+        if mean.shape != (width,) or scale.shape != (width,) or not layers:
+            raise ValueError(f"AF model expects {width} features")
+        for w, b in layers:
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                raise ValueError("AF model layers do not chain")
+            width = w.shape[1]
+        if width != 1:
+            raise ValueError("AF model must end in one output")
+        return cls(mean, scale, layers, float(d["threshold"]))
+
+
+@dataclass(frozen=True, slots=True)
+class AfVerdict:
+    af: bool
+    probability: float
+    threshold: float
+    explanation: str
+
+
+class AfRhythmModel:
+    """The calibrated R-R AF detector: ``short`` and ``long`` fits, chosen by context length."""
+
+    def __init__(self, short: MlpFit, long: MlpFit, version: str) -> None:
+        self.short, self.long, self.version = short, long, version
+
+    @classmethod
+    def load(cls, path: str | Path) -> AfRhythmModel:
+        d = json.loads(Path(path).read_text())
+        if tuple(d.get("features", ())) != FEATURES:
+            raise ValueError(f"{path}: features {d.get('features')} differ from {list(FEATURES)}")
+        return cls(MlpFit.from_json(d["short"]), MlpFit.from_json(d["long"]), str(d.get("version", "?")))
+
+    def judge(self, rr_s: NDArray[np.floating], context_s: float) -> AfVerdict | None:
+        """AF or not from the intervals of ``context_s`` seconds of signal; None: too few beats."""
+        x = rr_features(rr_s)
+        if x is None:
+            return None
+        fit = self.long if context_s >= LONG_CONTEXT_S else self.short
+        p = float(fit.prob(x)[0])
+        af = p >= fit.threshold
+        why = (
+            f"R-R over {context_s:.0f} s: AF p={p:.2f} (threshold {fit.threshold:.2f}), "
+            f"irregularity {x[0]:.2f}, {100 * x[4]:.0f}% of intervals regular"
+        )
+        return AfVerdict(af, p, fit.threshold, why)
