@@ -551,7 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train-af", help="fit the R-R AF detector on every source; write models/af_rr.json and reports/af_rr.md"
     )
     af.add_argument("--out-model", default="models/af_rr.json")
-    af.add_argument("--report", default="reports/af_rr.md", help="markdown report; the figures also go to .json beside it")
+    af.add_argument(
+        "--report", default="reports/af_rr.md", help="markdown report; the figures also go to .json beside it"
+    )
     af.set_defaults(func=cmd_train_af)
 
     b = sub.add_parser("bench", help="run the benchmarks, write reports/bench.md (or reliability.md with --faults)")

@@ -48,6 +48,8 @@ FEATURES: Final[tuple[str, ...]] = (
     "entropy",  # Shannon entropy (bits) of dRR / median RR in 16 bins over +-0.6
     "sd_ratio",  # Poincare SD1 / SD2: about 1 when successive RR are unrelated (AF)
 )
+#: SD1/SD2 is capped: a perfect bigeminy has SD2 near 0 and the ratio would run away.
+SD_RATIO_MAX: Final = 5.0
 #: An interval shorter than this fraction of the median is premature (an ectopic beat).
 PREMATURE_FRACTION: Final = 0.85
 
@@ -105,7 +107,7 @@ def rr_features(rr_s: NDArray[np.floating]) -> NDArray[np.float64] | None:
             clean_frac,
             float(drop.mean()),
             entropy,
-            sd1 / max(sd2, 1e-6),
+            min(SD_RATIO_MAX, sd1 / max(sd2, 1e-6)),
         ]
     )
 
@@ -175,9 +177,13 @@ class AfRhythmModel:
 
     @classmethod
     def load(cls, path: str | Path) -> AfRhythmModel:
-        d = json.loads(Path(path).read_text())
+        return cls.from_bytes(Path(path).read_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AfRhythmModel:
+        d = json.loads(data)
         if tuple(d.get("features", ())) != FEATURES:
-            raise ValueError(f"{path}: features {d.get('features')} differ from {list(FEATURES)}")
+            raise ValueError(f"features {d.get('features')} differ from {list(FEATURES)}")
         return cls(MlpFit.from_json(d["short"]), MlpFit.from_json(d["long"]), str(d.get("version", "?")))
 
     def judge(self, rr_s: NDArray[np.floating], context_s: float) -> AfVerdict | None:

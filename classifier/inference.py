@@ -31,6 +31,8 @@ MODEL_ENV = "ECG_MONITOR_MODEL"
 CARD_NAME = "model_card.json"
 #: The model card's key for the SHA-256 (hex) of the weights file next to it.
 DIGEST_KEY = "weights_sha256"
+#: ... and of the R-R AF detector (models/af_rr.json).
+AF_DIGEST_KEY = "af_rr_sha256"
 PRECISIONS = ("float32", "bfloat16", "auto")
 #: Hop between model segments when a long window is scanned (model samples): 5 s.
 SCAN_HOP = SEGMENT_LEN // 2
@@ -382,12 +384,24 @@ class MLECGClassifier:
 
 
 def _load_af_model(path: str | Path | None) -> AfRhythmModel | None:
-    """The R-R AF detector, or None (AF then comes from the network's segments) with a warning."""
+    """The R-R AF detector, verified like the weights (``af_rr_sha256`` in the model card beside
+    it), or None with a log line: AF is then judged by the network's segments."""
     from models import DEFAULT_AF_RR
 
     target = Path(path) if path is not None else DEFAULT_AF_RR
     try:
-        return AfRhythmModel.load(target)
+        data = target.read_bytes()
+        card_path = target.with_name(CARD_NAME)
+        card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        expected = str(card.get(AF_DIGEST_KEY, "")).strip().lower()
+        actual = sha256_hex(data)
+        if actual != expected:
+            log.error(
+                "R-R AF detector %s refused: SHA-256 %s does not match %s %s in %s; AF is judged by the network",
+                target, actual[:12], AF_DIGEST_KEY, expected[:12] or "(none)", CARD_NAME,
+            )  # fmt: skip
+            return None
+        return AfRhythmModel.from_bytes(data)
     except (OSError, ValueError, KeyError) as exc:
         log.warning("R-R AF detector %s not loaded (%s); AF is judged by the network alone", target, exc)
         return None

@@ -124,7 +124,9 @@ class RuleBasedClassifier:
                 run_rate = 60.0 / float(np.median(feat.rr_s[first - 1 : first - 1 + length]))
                 run_qrs = float(np.median(feat.qrs_ms[first : first + length]))
                 start = int(beats[first])
-                what = f"run of {length} wide beats at {run_rate:.0f} bpm (>= {th.vt_rate_bpm:.0f}), QRS {run_qrs:.0f} ms"
+                what = (
+                    f"run of {length} wide beats at {run_rate:.0f} bpm (>= {th.vt_rate_bpm:.0f}), QRS {run_qrs:.0f} ms"
+                )
             else:
                 length, start = feat.n_beats, int(beats[0])
                 what = f"{length} beats at {hr:.0f} bpm (>= {th.vf_rate_bpm:.0f}), QRS {width:.0f} ms"

@@ -99,7 +99,9 @@ async def replay(opts: ReplayOptions, stop: asyncio.Event | None = None) -> int:
     frame_s = opts.frame_s
     n_frames = None if opts.loop else max(int(np.ceil(r.mv.shape[1] / (frame_s * r.fs))) for r in recs)
     log.info("replaying %s at speed %g to %s", ", ".join(r.stream_id for r in recs), opts.speed, redact_url(opts.to))
-    async with FrameSender(opts.to, curve_server=opts.curve_server, curve_secret=opts.curve_secret, mqtt=opts.mqtt) as sender:
+    async with FrameSender(
+        opts.to, curve_server=opts.curve_server, curve_secret=opts.curve_secret, mqtt=opts.mqtt
+    ) as sender:
 
         async def step(k: int) -> bool:
             any_sent = False

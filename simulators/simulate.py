@@ -88,7 +88,9 @@ async def simulate(opts: SimulateOptions, stop: asyncio.Event | None = None) -> 
         opts.speed,
         redact_url(opts.to),
     )
-    async with FrameSender(opts.to, curve_server=opts.curve_server, curve_secret=opts.curve_secret, mqtt=opts.mqtt) as sender:
+    async with FrameSender(
+        opts.to, curve_server=opts.curve_server, curve_secret=opts.curve_secret, mqtt=opts.mqtt
+    ) as sender:
 
         async def step(k: int) -> bool:
             for sid, p in patients:

@@ -175,3 +175,19 @@ def test_a_card_for_another_input_rate_is_not_loaded(tmp_path: Path) -> None:
     clf = MLECGClassifier(weights, precision="float32")
     assert clf.source == "rules" and clf.integrity_error is None
     assert clf.load_error is not None and "250.0 Hz" in clf.load_error
+
+
+def test_af_detector_is_verified_like_the_weights(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The shipped card vouches for models/af_rr.json; an altered copy is refused (AF then comes
+    from the network), with an ERROR naming both digests."""
+
+    from classifier.inference import _load_af_model
+    from models import DEFAULT_AF_RR, DEFAULT_CARD
+
+    assert _load_af_model(None) is not None
+    shutil.copy(DEFAULT_CARD, tmp_path / "model_card.json")
+    bad = tmp_path / "af_rr.json"
+    bad.write_bytes(DEFAULT_AF_RR.read_bytes().replace(b'"threshold": 0.', b'"threshold": 0.0', 1))
+    with caplog.at_level(logging.ERROR, logger="classifier.inference"):
+        assert _load_af_model(bad) is None
+    assert any("af_rr_sha256" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
