@@ -20,13 +20,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/ecg-monitor demo --patients 8 --duration 90
 
+# The tests need a real broker (mosquitto, mosquitto_passwd) and the openssl CLI (test certificates).
 mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then :; \
+	@if { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } && command -v openssl >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing mosquitto from Debian's packages"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+		echo "installing mosquitto and openssl from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto openssl >/dev/null; \
 	else \
-		echo "mosquitto is missing: install it (sudo apt-get install mosquitto) and run make test again" >&2; exit 1; \
+		echo "mosquitto or openssl is missing: install them (sudo apt-get install mosquitto openssl) and run make test again" >&2; exit 1; \
 	fi
 
 # The developer loop: everything but the fault-injection runs (about 5 min on 2 cores).

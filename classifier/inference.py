@@ -226,7 +226,7 @@ class MLECGClassifier:
             if probs is None:
                 out.append(self._rules_fallback(rules))
             else:
-                out.append(self._decide(p, probs[k : k + n], rules, self._af_verdict(p)))
+                out.append(self._decide(p, probs[k : k + n], rules, self._af_verdict(p, win_beats)))
             k += n
         return out
 
@@ -296,11 +296,14 @@ class MLECGClassifier:
             [self._segments(sig, ok, MODEL_FS, rhythm=ctx) for (sig, ok), ctx in zip(items, contexts, strict=True)]
         )
 
-    def _af_verdict(self, p: dict[str, Any]) -> AfVerdict | None:
-        """AF from the R-R intervals of the window (or its longer rhythm context)."""
+    def _af_verdict(self, p: dict[str, Any], beats: NDArray[np.int64] | None = None) -> AfVerdict | None:
+        """AF from the R-R intervals of the window (or its longer rhythm context); ``beats``: the
+        window's beats when already found (the daemon's one-segment windows), saving a detection."""
         if self.af_model is None:
             return None
         sig = p["rhythm"] if p["rhythm"] is not None else p["sig"]
+        if beats is not None and p["rhythm"] is None:
+            return self.af_model.judge(np.diff(beats) / MODEL_FS, sig.shape[1] / MODEL_FS)
         for lead, ok in zip(sig, p["usable"], strict=False):
             x = np.asarray(lead, dtype=np.float64)
             if ok and np.isfinite(x).mean() > 0.5 and not lead_is_flat(np.nan_to_num(x)):

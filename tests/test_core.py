@@ -418,3 +418,20 @@ def test_detection_config_is_validated() -> None:
         DetectionConfig(pause_threshold_s=0.5)
     with pytest.raises(DetectionConfigError, match="window_s"):
         DetectionConfig(window_s=95.0)
+
+
+def test_no_af_alarm_while_vt_alarm_stands() -> None:
+    """VT and VF beats look irregular: while VTACH stands, AF verdicts are not counted."""
+    b = Bed(ward())
+    b.feed(beat_train(12))
+    b.result("VTACH", 0.95)
+    for _ in range(4):
+        b.feed(beat_train(2))
+        b.result("AF", 0.95)
+    assert b.got("VTACH") and not b.got("AF")
+    for _ in range(30):  # VT over, its latch runs out, then 30 s of AF is an AF alarm
+        b.feed(beat_train(2))
+        b.result("AF", 0.95)
+    assert b.got("VTACH", "resolved") and len(b.got("AF")) == 1
+    vt_end = b.got("VTACH", "resolved")[0].detected_time
+    assert b.got("AF")[0].detected_time - vt_end >= 20.0  # AF lasted 30 s, its windows 10 s long

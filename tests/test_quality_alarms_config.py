@@ -38,13 +38,20 @@ def _obs(present: bool, t: float, conf: float = 0.6) -> Observation:
 
 def test_alarm_needs_persistence_then_resolves() -> None:
     tr = EventTracker("AF", DEFAULT_POLICIES["AF"])
-    assert tr.observe(_obs(True, 0)) is None
-    assert tr.observe(_obs(True, 2)) is None
-    state, _ = tr.observe(_obs(True, 4)) or (None, None)
+    # AF: 3 consecutive windows and 30 s from the first one's onset (t - 1 here) before an alarm.
+    for t in range(0, 29, 2):
+        assert tr.observe(_obs(True, t)) is None, t
+    state, _ = tr.observe(_obs(True, 30)) or (None, None)
     assert state is AlarmState.ONSET and tr.onset_time == -1  # onset of the first positive
-    assert tr.observe(_obs(False, 10)) is None  # not yet clear_s
-    state, _ = tr.observe(_obs(False, 40)) or (None, None)
+    assert tr.observe(_obs(False, 36)) is None  # not yet clear_s
+    state, _ = tr.observe(_obs(False, 61)) or (None, None)
     assert state is AlarmState.RESOLVED and not tr.active
+    # A break starts the 30 s again.
+    tr2 = EventTracker("AF", DEFAULT_POLICIES["AF"])
+    for t in (0, 2, 4, 20):
+        tr2.observe(_obs(True, t))
+    tr2.observe(_obs(False, 22))
+    assert tr2.observe(_obs(True, 40)) is None and tr2.observe(_obs(True, 44)) is None
 
 
 def test_single_window_does_not_flap_but_high_confidence_is_instant() -> None:

@@ -5,8 +5,8 @@ QRS detector on the first usable lead at the model rate, exactly as at run time.
 
 Sources and splits (patient-disjoint where patients are known):
 - mitdb, vfdb, svdb: the fixed record splits of ``records.split_of``; a window is AF when at
-  least half of it is annotated AF/AFL, not AF when none of it is; VT and noise windows are
-  left out (VTACH wins over AF, and noise is judged by the quality index).
+  least half of it is annotated AF/AFL, not AF when none of it is (VT, VF and noise windows
+  included: their beats look irregular, and the detector must not call them AF).
 - cinc2017: ``A`` is AF, ``N`` and ``O`` are not, ``~`` is kept apart; no patient ids exist, so
   records are split by number (``n % 5``: 0 test, 1 validation).
 - ptbxl: 10 s only (short); AFIB or AFLT in ``scp_codes`` is AF; split by ``patient_id % 5``.
@@ -88,17 +88,12 @@ def _mit_windows(length_s: float) -> Iterator[Row]:
         beats = _beats(rec.signal)
         n = rec.signal.shape[1]
         af = np.zeros(n, dtype=bool)
-        skip = np.zeros(n, dtype=bool)
         for e in rec.episodes:
             if e.event == "AF":
                 af[e.start : e.end] = True
-            elif e.event in ("VTACH", "NOISE"):
-                skip[e.start : e.end] = True
         db = name.split("/")[0]
         for lo in range(0, n - n_win + 1, n_win):
             hi = lo + n_win
-            if skip[lo:hi].any():
-                continue
             frac = af[lo:hi].mean()
             if 0 < frac < 0.5:
                 continue
@@ -152,7 +147,7 @@ def _ptbxl(length_s: float) -> Iterator[Row]:
 def build(length_s: float) -> Windows:
     """Feature rows for every source. The R-R series are cached (the QRS detection over every
     record is the slow part), so features can change without detecting beats again."""
-    cached = cache_dir() / f"af_rr_{int(length_s)}s_rr_v1.npz"
+    cached = cache_dir() / f"af_rr_{int(length_s)}s_rr_v2.npz"
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
         meta = [z["source"], z["split"], z["group"], z["y"]]

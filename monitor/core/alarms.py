@@ -16,7 +16,7 @@ class AlarmPolicy:
     """How much evidence turns observations into an alarm and back.
 
     ``onset_count`` consecutive positive observations, or one at ``instant_confidence``,
-    raise the alarm; ``clear_s`` seconds without a positive resolve it. High-priority
+    raise the alarm once the event has lasted ``min_duration_s``; ``clear_s`` seconds without a positive resolve it. High-priority
     alarms latch: they need ``latch_clear_s`` instead, so a VT that flickers stays one alarm.
     """
 
@@ -25,12 +25,16 @@ class AlarmPolicy:
     clear_s: float = 10.0
     latch_clear_s: float = 20.0
     ongoing_every_s: float = 30.0
+    #: The event must also have been seen without a break for this long (stream s) before onset.
+    min_duration_s: float = 0.0
 
 
 DEFAULT_POLICIES: dict[str, AlarmPolicy] = {
     VTACH: AlarmPolicy(onset_count=2, instant_confidence=0.85),
     PAUSE: AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=6.0, latch_clear_s=6.0),
-    AF: AlarmPolicy(onset_count=3, instant_confidence=NEVER, clear_s=30.0),
+    # An AF episode is AF that lasts 30 s (the usual clinical definition): shorter runs of
+    # irregular windows, mostly ectopy, raise nothing.
+    AF: AlarmPolicy(onset_count=3, instant_confidence=NEVER, clear_s=30.0, min_duration_s=30.0),
     NO_SIGNAL: AlarmPolicy(onset_count=1, instant_confidence=0.0, clear_s=2.0, latch_clear_s=2.0),
     LEADS_OFF: AlarmPolicy(onset_count=2, instant_confidence=NEVER, clear_s=4.0, latch_clear_s=4.0),
 }
@@ -94,7 +98,10 @@ class EventTracker:
             if self.first_onset is None:
                 self.first_onset = obs.onset_time if obs.onset_time is not None else obs.time
             if not self.active:
-                if self.streak >= self.policy.onset_count or obs.confidence >= self.policy.instant_confidence:
+                lasted = obs.time - self.first_onset >= self.policy.min_duration_s
+                if lasted and (
+                    self.streak >= self.policy.onset_count or obs.confidence >= self.policy.instant_confidence
+                ):
                     self.active = True
                     self.onset_time = self.first_onset
                     self.last_emit = obs.time

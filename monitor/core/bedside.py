@@ -171,8 +171,14 @@ class Bedside:
             )
         alarms += self._observe(LEADS_OFF, Observation(False, t, 1.0, explanation="a lead is usable"), now)
         self.current, self.confidence, self.heart_rate = res.event, res.confidence, res.heart_rate_bpm
-        self.suspect = not calm and (res.event != "NORMAL" or res.confidence < self.config.suspect_below)
+        # Re-check sooner only where a quick confirmation matters: a possible VT or pause, or an
+        # unsure NORMAL. AF needs 30 s to be an alarm anyway.
+        self.suspect = not calm and (
+            res.event in (VTACH, PAUSE) or (res.event == "NORMAL" and res.confidence < self.config.suspect_below)
+        )
         for event in (VTACH, AF):
+            if event == AF and self.trackers.get(VTACH) is not None and self.trackers[VTACH].active:
+                continue  # no AF judgement while a VT alarm stands: VT and VF beats look irregular
             present = res.event == event
             alarms += self._observe(
                 event,

@@ -25,8 +25,8 @@ class DetectionConfig:
 
     #: A window is classified every ``hop_s`` of new data...
     hop_s: float = 2.0
-    #: ...or every ``hop_s / suspect_hop_divisor`` while the last verdict was abnormal or unsure,
-    #: so an onset is confirmed quickly without doubling the load of normal beds.
+    #: ...or every ``hop_s / suspect_hop_divisor`` while the last verdict was VTACH, PAUSE or an
+    #: unsure NORMAL, so an onset is confirmed quickly without doubling the load of normal beds.
     suspect_hop_divisor: int = 4
     #: A NORMAL verdict less confident than this makes the bed a suspect.
     suspect_below: float = 0.8
@@ -34,9 +34,11 @@ class DetectionConfig:
     window_s: float = 10.0
     #: Ring buffer per bed.
     buffer_s: float = 90.0
-    #: AF is a rhythm: it is judged from the R-R intervals of up to this much gap-free signal
-    #: (the network still sees ``window_s``).
-    rhythm_context_s: float = 60.0
+    #: AF is judged from the R-R intervals of up to this much gap-free signal (the network still
+    #: sees ``window_s``). Longer is more accurate (reports/af_rr.md: 30 s against 10 s) but each
+    #: window then costs a QRS detection over it: at 60 s the analysis path ran at half speed and
+    #: the bench held 250 streams instead of 500. The default keeps capacity.
+    rhythm_context_s: float = 0.0  # 0: the window itself
     #: No QRS for this long on a usable lead is a PAUSE (asystole), everywhere it is decided.
     pause_threshold_s: float = PAUSE_THRESHOLD_S
     #: Wall seconds without a frame before NO_SIGNAL.
@@ -63,9 +65,9 @@ class DetectionConfig:
             f"must be {MIN_WINDOW_S:.0f}-{MAX_WINDOW_S:.0f} s and fit the buffer",
         )
         _check(
-            self.window_s <= self.rhythm_context_s <= self.buffer_s,
+            self.rhythm_context_s == 0.0 or self.window_s <= self.rhythm_context_s <= self.buffer_s,
             "rhythm_context_s",
-            "must be at least window_s and fit the buffer",
+            "must be 0 (the window) or at least window_s and fit the buffer",
         )
         _check(1.5 <= self.pause_threshold_s <= 10.0, "pause_threshold_s", "must be 1.5-10 s")
         _check(0.5 <= self.no_signal_s <= 60.0, "no_signal_s", "must be 0.5-60 s")
