@@ -15,6 +15,7 @@ chosen on validation records (``classifier/training/af_rr.py``); they live in
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -54,58 +55,74 @@ SD_RATIO_MAX: Final = 5.0
 PREMATURE_FRACTION: Final = 0.85
 
 
-def _irregularity(rr: NDArray[np.float64]) -> tuple[float, float]:
-    if rr.size < 3:
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def _irregularity(rr: list[float]) -> tuple[float, float]:
+    if len(rr) < 3:
         return 0.0, 0.0
-    med = float(np.median(rr))
-    ad = np.abs(np.diff(rr))
-    return float(np.median(ad)) / med, float(np.mean(ad > 0.1 * med))
+    med = _median(rr)
+    ad = [abs(b - a) for a, b in itertools.pairwise(rr)]
+    return _median(ad) / med, sum(v > 0.1 * med for v in ad) / len(ad)
+
+
+def _std(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
 
 
 def rr_features(rr_s: NDArray[np.floating]) -> NDArray[np.float64] | None:
-    """The feature vector of one R-R series (s), or None when there are too few intervals."""
-    rr = np.asarray(rr_s, dtype=np.float64)
-    rr = rr[(rr >= RR_MIN_S) & (rr <= RR_MAX_S)]
-    if rr.size < MIN_INTERVALS:
+    """The feature vector of one R-R series (s), or None when there are too few intervals.
+
+    Plain Python on a few dozen numbers: per call it is several times faster than numpy, and the
+    daemon computes it for every window.
+    """
+    rr = [float(v) for v in np.asarray(rr_s, dtype=np.float64).tolist() if RR_MIN_S <= v <= RR_MAX_S]
+    n = len(rr)
+    if n < MIN_INTERVALS:
         return None
-    med = float(np.median(rr))
-    mean = float(rr.mean())
-    d = np.diff(rr)
-    ad = np.abs(d)
-    srt = np.sort(ad)
-    trimmed = srt[: max(1, int(0.8 * srt.size))]
-    if d.size >= 3 and d[:-1].std() > 1e-9 and d[1:].std() > 1e-9:
-        alternation = float(np.corrcoef(d[:-1], d[1:])[0, 1])
-    else:
-        alternation = 0.0
-    mid = rr[1:-1]
-    turning = float(np.mean(((mid > rr[:-2]) & (mid > rr[2:])) | ((mid < rr[:-2]) & (mid < rr[2:]))))
+    med = _median(rr)
+    mean = sum(rr) / n
+    d = [b - a for a, b in itertools.pairwise(rr)]
+    ad = [abs(v) for v in d]
+    srt = sorted(ad)
+    trimmed = srt[: max(1, int(0.8 * len(srt)))]
+    alternation = 0.0
+    if len(d) >= 3:
+        x, y = d[:-1], d[1:]
+        sx, sy = _std(x), _std(y)
+        if sx > 1e-9 and sy > 1e-9:
+            mx, my = sum(x) / len(x), sum(y) / len(y)
+            alternation = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / len(x) / (sx * sy)
+    turning = sum((m > a and m > b) or (m < a and m < b) for a, m, b in zip(rr, rr[1:], rr[2:], strict=False)) / (n - 2)
     # Drop each premature interval and the compensatory one after it: isolated ectopy leaves a
     # regular rhythm behind, AF stays irregular.
-    premature = rr < PREMATURE_FRACTION * med
-    drop = premature.copy()
-    drop[1:] |= premature[:-1]
-    clean_irr, clean_frac = _irregularity(rr[~drop])
-    hist, _ = np.histogram(np.clip(d / med, -0.6, 0.6), bins=16, range=(-0.6, 0.6))
-    q = hist[hist > 0] / hist.sum()
-    entropy = float(-(q * np.log2(q)).sum())
-    x1, x2 = rr[:-1], rr[1:]
-    sd1 = float(np.std((x2 - x1) / np.sqrt(2)))
-    sd2 = float(np.std((x2 + x1) / np.sqrt(2)))
+    premature = [v < PREMATURE_FRACTION * med for v in rr]
+    drop = [p or (i > 0 and premature[i - 1]) for i, p in enumerate(premature)]
+    clean_irr, clean_frac = _irregularity([v for v, dr in zip(rr, drop, strict=True) if not dr])
+    bins = [0] * 16
+    for v in d:
+        bins[min(15, max(0, int((min(0.6, max(-0.6, v / med)) + 0.6) / 0.075)))] += 1
+    entropy = -sum(c / len(d) * math.log2(c / len(d)) for c in bins if c)
+    sd1 = _std([(b - a) / math.sqrt(2) for a, b in itertools.pairwise(rr)])
+    sd2 = _std([(b + a) / math.sqrt(2) for a, b in itertools.pairwise(rr)])
     return np.array(
         [
-            float(np.median(ad)) / med,
-            float(np.sqrt(np.mean(d**2))) / mean,
-            float(rr.std()) / mean,
-            float(np.mean(ad > 0.1 * med)),
-            float(np.mean(np.abs(rr - med) <= 0.1 * med)),
+            _median(ad) / med,
+            math.sqrt(sum(v * v for v in d) / len(d)) / mean,
+            _std(rr) / mean,
+            sum(v > 0.1 * med for v in ad) / len(ad),
+            sum(abs(v - med) <= 0.1 * med for v in rr) / n,
             alternation,
             turning,
-            float(np.median(trimmed)) / med,
+            _median(trimmed) / med,
             math.log(60.0 / mean),
             clean_irr,
             clean_frac,
-            float(drop.mean()),
+            sum(drop) / n,
             entropy,
             min(SD_RATIO_MAX, sd1 / max(sd2, 1e-6)),
         ]

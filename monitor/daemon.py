@@ -23,7 +23,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import zmq.asyncio
 from prometheus_client import CollectorRegistry, start_http_server
@@ -56,6 +56,8 @@ INGEST_YIELD_FRAMES = 64
 INGEST_YIELD_S = 0.01
 #: The worker's measured rate (windows/s) is an exponential average with this weight.
 RATE_WEIGHT = 0.3
+#: ...over batches of at least this many windows.
+RATE_MIN_BATCH = 32
 
 
 class RateLimitedLog:
@@ -123,6 +125,7 @@ class Monitor:
         self._heartbeat = self.clock.monotonic()
         self._batch_started: float | None = None
         self._ratelog = RateLimitedLog(log, self.clock.monotonic)
+        self._frame_counters: dict[str, Any] = {}
         self.metrics.worker_heartbeat_age.set_function(lambda: self.clock.monotonic() - self._heartbeat)
 
     @property
@@ -371,7 +374,10 @@ class Monitor:
             self.metrics.other_shard.inc()
             return
         out = self.ward.on_frame(frame, self.clock.monotonic())
-        self.metrics.frames.labels(transport).inc()
+        counter = self._frame_counters.get(transport)
+        if counter is None:  # the labelled child, looked up once per transport, not per frame
+            counter = self._frame_counters[transport] = self.metrics.frames.labels(transport)
+        counter.inc()
         self.metrics.samples.inc(frame.n)
         if out.ingest is not None and (out.ingest.gap_s > 0 or out.ingest.restarted or out.ingest.resynced):
             self.metrics.gaps.inc()
@@ -436,8 +442,9 @@ class Monitor:
         elapsed = time.perf_counter() - t
         self.metrics.inference_latency.observe(elapsed)
         self.metrics.batch_size.observe(len(jobs))
-        rate = len(jobs) / max(elapsed, 1e-3)
-        self._rate = rate if self._rate is None else (1 - RATE_WEIGHT) * self._rate + RATE_WEIGHT * rate
+        if len(jobs) >= RATE_MIN_BATCH:  # a small batch says how much was due, not what can be done
+            rate = len(jobs) / max(elapsed, 1e-3)
+            self._rate = rate if self._rate is None else (1 - RATE_WEIGHT) * self._rate + RATE_WEIGHT * rate
         now = self.clock.monotonic()
         for r in results:
             self._apply(r, now)

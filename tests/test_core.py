@@ -407,7 +407,9 @@ def test_overload_sheds_oldest_due_windows_first() -> None:
         for b in beds:
             b.send(b.frame(x[:, a : a + N]))
     assert w.due_count == 20
-    jobs = w.take_due(4, beds[0].wall, rate_per_s=5.0)  # 5 windows/s can only do 5 in 1 s
+    came_due = 5000.0 + 10.0  # every bed's buffer reached 10 s at once
+    assert not w.take_due(0, came_due + 0.5, rate_per_s=5.0) and w.counters.shed == 0  # a burst, not a backlog
+    jobs = w.take_due(4, came_due + 2.0, rate_per_s=5.0)  # waited 2 s; 5 windows/s can only do 5 in 1 s
     assert len(jobs) == 4 and w.counters.shed == 15
     assert [j.stream_id for j in jobs] == ["b15", "b16", "b17", "b18"]
     assert w.due_count == 1

@@ -8,9 +8,9 @@ after being refused (``too_many_pending``): real senders send on, one-shot junk 
 are forgotten after ``forget_pending_s`` of silence. Only admitted beds count
 against ``max_beds``.
 
-Overload: windows are classified oldest-due first. When more are due than the classifier can
-take within ``shed_after_s`` at its measured rate, the oldest-due ones are shed (counted); their
-beds come due again at their next hop. Alarms and the per-frame pause rule never depend on it.
+Overload: windows are classified oldest-due first. When the oldest has waited past
+``shed_after_s`` and more are due than the classifier can take in that time at its measured rate,
+the oldest-due ones are shed (counted); their beds come due again at their next hop. Alarms and the per-frame pause rule never depend on it.
 
 ``now`` arguments are the daemon's monotonic clock (seconds).
 """
@@ -129,7 +129,11 @@ class Ward:
         ``rate_per_s``: windows per second the classifier has been managing lately (None while
         unknown: nothing is shed).
         """
-        if rate_per_s is not None and rate_per_s > 0:
+        waited = now - next(iter(self._due.values())) if self._due else 0.0
+        if rate_per_s is not None and rate_per_s > 0 and waited > self.shed_after_s:
+            # A real backlog (the oldest due window has waited past shed_after_s): keep what the
+            # classifier can do in that time, oldest-due first shed. A burst (every bed filling
+            # its buffer at once after a start) is not a backlog and sheds nothing.
             keep = max(max_n, int(rate_per_s * self.shed_after_s))
             excess = len(self._due) - keep
             if excess > 0:
