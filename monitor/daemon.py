@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -37,6 +35,7 @@ from monitor.core.analysis import WindowJob, WindowResult, analyse
 from monitor.core.bedside import Bedside
 from monitor.core.ward import Ward
 from monitor.metrics import Metrics, WardCollector
+from monitor.ratelimit import RateLimitedLog
 from monitor.shard import owns
 from monitor.transports import AlarmSink, RawFrame, SampleSource, make_sink, make_source
 from monitor.transports.curve import CurveAuth, warn_if_exposed
@@ -58,25 +57,6 @@ INGEST_YIELD_S = 0.01
 RATE_WEIGHT = 0.3
 #: ...over batches of at least this many windows.
 RATE_MIN_BATCH = 32
-
-
-class RateLimitedLog:
-    """Logs a repeated condition at most once per ``every`` seconds, with the count since."""
-
-    def __init__(self, logger: logging.Logger, clock: Callable[[], float], every: float = 10.0) -> None:
-        self.logger = logger
-        self.clock = clock
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._count: Counter[str] = Counter()
-
-    def log(self, level: int, key: str, msg: str, *, exc_info: bool = False) -> None:
-        self._count[key] += 1
-        now = self.clock()
-        if now - self._last.get(key, -math.inf) >= self.every:
-            self.logger.log(level, "%s (%d since last report)", msg, self._count[key], exc_info=exc_info)
-            self._last[key] = now
-            self._count[key] = 0
 
 
 class Monitor:

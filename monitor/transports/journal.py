@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from monitor.alarm_state import FILE_MODE, ActiveAlarms, load_state, save_state, state_path, tighten_mode
+from monitor.ratelimit import RateLimitedLog
 from protocol.alarm import Alarm
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,6 @@ ROTATE_RETRY_S = 60.0
 def open_append(path: Path) -> int:
     """The default opener: append-only, created with FILE_MODE, not inherited by children."""
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-
-
-class _RateLimited:
-    """Logs a repeated condition at most once per ``every`` seconds, with the count since."""
-
-    def __init__(self, clock: Callable[[], float], every: float = 10.0) -> None:
-        self.clock = clock
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._count: dict[str, int] = {}
-
-    def error(self, key: str, msg: str, *args: object) -> None:
-        self._count[key] = self._count.get(key, 0) + 1
-        now = self.clock()
-        if now - self._last.get(key, -math.inf) >= self.every:
-            log.error(msg + " (%d since last report)", *args, self._count[key])
-            self._last[key] = now
-            self._count[key] = 0
 
 
 class JournalSink:
@@ -116,7 +99,7 @@ class JournalSink:
         self._on_error = on_error or (lambda kind: None)
         self._clock = clock
         self._opener = opener
-        self._limited = _RateLimited(clock)
+        self._limited = RateLimitedLog(log, clock)
         self._fd: int | None = None
         self._regular = False
         self._ino = 0
@@ -232,7 +215,7 @@ class JournalSink:
                 if self._active.update(alarm):
                     self._state_dirty = True
             except ValueError as e:
-                self._limited.error("state", "journal %s: alarm not tracked as active: %s", self.path, e)
+                self._limited.log(logging.ERROR, "state", "journal %s: alarm not tracked as active: %s", self.path, e)
             if self._state_dirty:
                 await self._save_state()
             if self._dirty and self._clock() - self._last_sync >= self.fsync_interval_s:
@@ -247,8 +230,12 @@ class JournalSink:
                 self._backlog.popleft()
                 self._mid_line = 0
             self._on_error("dropped")
-            self._limited.error(
-                "dropped", "journal %s: backlog of %d lines full; dropped the oldest", self.path, self.backlog_max
+            self._limited.log(
+                logging.ERROR,
+                "dropped",
+                "journal %s: backlog of %d lines full; dropped the oldest",
+                self.path,
+                self.backlog_max,
             )
         self._backlog.append(line)
 
@@ -291,7 +278,8 @@ class JournalSink:
 
     def _write_failed(self, e: OSError) -> None:
         self._failing = True
-        self._limited.error(
+        self._limited.log(
+            logging.ERROR,
             "write",
             "journal %s: write failed (%s); %d lines held in memory",
             self.path,
@@ -322,7 +310,7 @@ class JournalSink:
             self._open()
         except OSError as e:
             self._failing = True
-            self._limited.error("open", "journal %s: cannot open (%s)", self.path, e.strerror or e)
+            self._limited.log(logging.ERROR, "open", "journal %s: cannot open (%s)", self.path, e.strerror or e)
             return False
         return True
 
@@ -369,7 +357,9 @@ class JournalSink:
                 os.replace(self.path, self._backup(1))
         except OSError as e:
             self._on_error("rotate")
-            self._limited.error("rotate", "journal %s: rotation failed (%s); writing on", self.path, e.strerror or e)
+            self._limited.log(
+                logging.ERROR, "rotate", "journal %s: rotation failed (%s); writing on", self.path, e.strerror or e
+            )
             self._rotate_after = self._clock() + ROTATE_RETRY_S  # not again on every line
         self._try_open()
 
@@ -393,7 +383,7 @@ class JournalSink:
             await self._in_thread(os.fsync, self._fd)
         except OSError as e:
             self._on_error("sync")
-            self._limited.error("sync", "journal %s: fsync failed (%s)", self.path, e.strerror or e)
+            self._limited.log(logging.ERROR, "sync", "journal %s: fsync failed (%s)", self.path, e.strerror or e)
             return
         self.fsync_count += 1
         self._dirty = False
@@ -416,8 +406,13 @@ class JournalSink:
         except OSError as e:
             self._state_dirty = True
             self._on_error("state")
-            self._limited.error(
-                "state", "journal %s: cannot save active alarms to %s (%s)", self.path, self.state_file, e.strerror or e
+            self._limited.log(
+                logging.ERROR,
+                "state",
+                "journal %s: cannot save active alarms to %s (%s)",
+                self.path,
+                self.state_file,
+                e.strerror or e,
             )
 
     async def _maintain(self) -> None:

@@ -16,8 +16,7 @@ import logging
 import os
 import re
 import ssl
-import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Self
 import aiomqtt
 import paho.mqtt.client as paho
 
+from monitor.ratelimit import RateLimitedLog
 from monitor.transports.backoff import Backoff
 from monitor.transports.base import RawFrame
 from monitor.transports.tls import explain
@@ -92,28 +92,6 @@ def client_for(
         queue_type=queue_type,
         max_queued_incoming_messages=max_queued_incoming_messages,
     )
-
-
-class _Throttle:
-    """Logs a repeated condition at most once per ``every`` seconds per key, with the count since."""
-
-    def __init__(self, logger: logging.Logger, every: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
-        self.logger = logger
-        self.every = every
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._count: Counter[str] = Counter()
-
-    def log(self, level: int, key: str, msg: str, *args: object) -> None:
-        self._count[key] += 1
-        now = self.clock()
-        last = self._last.get(key)
-        if last is None or now - last >= self.every:
-            n = self._count[key]
-            suffix = f" ({n} times since the last report)" if last is not None else ""
-            self.logger.log(level, msg + suffix, *args)
-            self._last[key] = now
-            self._count[key] = 0
 
 
 def _payload_len(payload: object) -> int:
@@ -190,7 +168,7 @@ class MqttSource:
         self._on_connected = on_connected
         self._backoff = backoff if backoff is not None else Backoff()
         self._connected = False
-        self._throttle = _Throttle(log)
+        self._throttle = RateLimitedLog(log, every=LOG_EVERY_S)
 
     @property
     def is_connected(self) -> bool:
@@ -323,7 +301,7 @@ class MqttAlarmSink:
         self._active: dict[str, dict[str, dict[str, Any]]] = {}
         self._connected = False
         self._task: asyncio.Task[None] | None = None
-        self._throttle = _Throttle(log)
+        self._throttle = RateLimitedLog(log, every=LOG_EVERY_S)
 
     @property
     def is_connected(self) -> bool:
