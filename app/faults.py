@@ -574,6 +574,16 @@ class FaultResult:
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls, name: str, fault: str, dl: Delivery, passed: bool, notes: str, t_start: float, details: dict[str, Any]
+    ) -> FaultResult:
+        """A scenario's row from its delivery count; ``t_start`` is its monotonic start time."""
+        return cls(
+            name, fault, dl.expected, dl.delivered, dl.late_max_s, len(dl.lost), passed, notes,
+            time.monotonic() - t_start, details,
+        )  # fmt: skip
+
 
 def _lost_brief(lost: Sequence[Alarm], n: int = 5) -> list[str]:
     return [f"{a.stream_id} {a.event} {a.state} @{a.published_at:.1f}" for a in lost[:n]]
@@ -671,17 +681,8 @@ def alarm_broker_restart(workdir: Path | None = None, quick: bool = False) -> Fa
             f"broker down {down_s:.0f} s; {len(during)} alarms decided while down; "
             f"backlog first received {_fmt(details['first_backlog_receipt_after_restart_s'])} s after restart"
         )
-        return FaultResult(
-            "alarm_broker",
-            "alarm MQTT broker SIGKILLed, restarted on its port",
-            dl.expected,
-            dl.delivered,
-            dl.late_max_s,
-            len(dl.lost),
-            ok,
-            notes,
-            time.monotonic() - t_start,
-            details,
+        return FaultResult.of(
+            "alarm_broker", "alarm MQTT broker SIGKILLed, restarted on its port", dl, ok, notes, t_start, details
         )
 
 
@@ -751,17 +752,8 @@ def ingest_broker_restart(workdir: Path | None = None, quick: bool = False) -> F
             f"broker down {down_s:.0f} s; daemon ingesting again {_fmt(ingest_back_s)} s after restart "
             f"(sender {_fmt(sender_back_s)} s); VT alarm after restart: {'yes' if vt else 'NO'}"
         )
-        return FaultResult(
-            "ingest_broker",
-            "ingest MQTT broker SIGKILLed, restarted on its port",
-            dl.expected,
-            dl.delivered,
-            dl.late_max_s,
-            len(dl.lost),
-            ok,
-            notes,
-            time.monotonic() - t_start,
-            details,
+        return FaultResult.of(
+            "ingest_broker", "ingest MQTT broker SIGKILLed, restarted on its port", dl, ok, notes, t_start, details
         )
 
 
@@ -844,17 +836,8 @@ def daemon_restart(workdir: Path | None = None, quick: bool = False) -> FaultRes
             f"{len(active)} active at SIGKILL ({', '.join(details['active_at_kill']) or '-'}); "
             f"restored {len(restored)}, duplicate onsets {len(duplicates)}, never resolved {len(never_resolved)}"
         )
-        return FaultResult(
-            "daemon_kill",
-            "daemon SIGKILLed mid-alarm, restarted after 3 s",
-            dl.expected,
-            dl.delivered,
-            dl.late_max_s,
-            len(dl.lost),
-            ok,
-            notes,
-            time.monotonic() - t_start,
-            details,
+        return FaultResult.of(
+            "daemon_kill", "daemon SIGKILLed mid-alarm, restarted after 3 s", dl, ok, notes, t_start, details
         )
 
 
@@ -984,17 +967,8 @@ def overload(workdir: Path | None = None, quick: bool = False, streams: int | No
             f"{_fmt(recovery_s)} s after the load stopped; "
             f"SIGTERM exit {rc} in {exit_s:.1f} s"
         )
-        return FaultResult(
-            "overload",
-            f"overload: {n} streams at 250 Hz + 1 VT bed",
-            dl.expected,
-            dl.delivered,
-            dl.late_max_s,
-            len(dl.lost),
-            ok,
-            notes,
-            time.monotonic() - t_start,
-            details,
+        return FaultResult.of(
+            "overload", f"overload: {n} streams at 250 Hz + 1 VT bed", dl, ok, notes, t_start, details
         )
 
 
@@ -1137,18 +1111,7 @@ def poison(workdir: Path | None = None, quick: bool = False) -> FaultResult:
             f"{2 - len(blind)}/2 (VT onset at {onsets['glitch-seq']}, {onsets['glitch-t0']} s; glitch at {glitch_at:.0f} s); "
             f"{metric(m, 'ecg_frames_rejected_total'):.0f} rejects counted"
         )
-        return FaultResult(
-            "poison",
-            "poison frames/ids on ZeroMQ + MQTT",
-            dl.expected,
-            dl.delivered,
-            dl.late_max_s,
-            len(dl.lost),
-            bool(ok),
-            notes,
-            time.monotonic() - t_start,
-            details,
-        )
+        return FaultResult.of("poison", "poison frames/ids on ZeroMQ + MQTT", dl, bool(ok), notes, t_start, details)
 
 
 # -- the suite and its report ------------------------------------------------------------
