@@ -1,5 +1,5 @@
 """Fan alarms out to every sink. Each sink has a queue and a task of its own, so one slow sink
-never delays another. Every queue is bounded, the oldest alarm dropped and counted when full;
+never delays another. A strip follows its alarm in the same queue, to the sinks that carry strips. Every queue is bounded, the oldest alarm dropped and counted when full;
 the journal's is ten times larger, since its sink only appends a line and never waits on a
 network (its own backlog absorbs a full disk).
 """
@@ -13,9 +13,10 @@ from types import TracebackType
 from typing import Self
 
 from monitor.metrics import Metrics
-from monitor.transports.base import AlarmSink
+from monitor.transports.base import AlarmSink, StripSink
 from monitor.transports.journal import JournalSink
 from protocol.alarm import Alarm
+from protocol.strip import Strip
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class AlarmBus:
         self.sinks = sinks
         self.metrics = metrics
         self.queue_size = queue_size
-        self._queues: dict[str, asyncio.Queue[Alarm]] = {}
+        self._queues: dict[str, asyncio.Queue[Alarm | Strip]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
 
@@ -33,7 +34,7 @@ class AlarmBus:
         for sink in self.sinks:
             await self._stack.enter_async_context(sink)
             size = self.queue_size * (10 if isinstance(sink, JournalSink) else 1)
-            q: asyncio.Queue[Alarm] = asyncio.Queue(size)
+            q: asyncio.Queue[Alarm | Strip] = asyncio.Queue(size)
             self._queues[sink.name] = q
             self._tasks.append(asyncio.create_task(self._pump(sink, q), name=f"alarms-{sink.name}"))
         return self
@@ -58,20 +59,34 @@ class AlarmBus:
         """Queue an alarm for every sink; never blocks."""
         self.metrics.alarms.labels(alarm.event, alarm.state).inc()
         for sink in self.sinks:
-            q = self._queues[sink.name]
-            if q.full():
-                q.get_nowait()
-                q.task_done()
-                self.metrics.alarms_dropped.labels(sink.name).inc()
-                log.warning("alarm queue of %s full; dropped the oldest alarm", sink.name)
-            q.put_nowait(alarm)
+            self._put(sink, alarm)
 
-    async def _pump(self, sink: AlarmSink, q: asyncio.Queue[Alarm]) -> None:
+    def publish_strip(self, strip: Strip) -> None:
+        """Queue a strip for every sink that carries strips, behind its alarm; never blocks."""
+        self.metrics.strips.inc()
+        for sink in self.sinks:
+            if isinstance(sink, StripSink):
+                self._put(sink, strip)
+
+    def _put(self, sink: AlarmSink, item: Alarm | Strip) -> None:
+        q = self._queues[sink.name]
+        if q.full():
+            dropped = q.get_nowait()
+            q.task_done()
+            if isinstance(dropped, Alarm):
+                self.metrics.alarms_dropped.labels(sink.name).inc()
+            log.warning("alarm queue of %s full; dropped the oldest %s", sink.name, type(dropped).__name__.lower())
+        q.put_nowait(item)
+
+    async def _pump(self, sink: AlarmSink, q: asyncio.Queue[Alarm | Strip]) -> None:
         while True:
-            alarm = await q.get()
+            item = await q.get()
             try:
-                await sink.send(alarm)
+                if isinstance(item, Alarm):
+                    await sink.send(item)
+                elif isinstance(sink, StripSink):
+                    await sink.send_strip(item)
             except Exception:
-                log.exception("sink %s failed to send an alarm", sink.name)
+                log.exception("sink %s failed to send %s", sink.name, type(item).__name__.lower())
             finally:
                 q.task_done()

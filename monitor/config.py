@@ -75,6 +75,9 @@ class MonitorConfig:
     worker_stall_s: float = 120.0  # one inference batch running longer than this takes the daemon down
     journal_max_mb: int = 64  # the journal rotates at this size...
     journal_backups: int = 5  # ...keeping this many old files
+    # What people see: the per-bed screen feed for central stations (``ecg-monitor station``),
+    # published beside the alarms every this many seconds; 0 turns it off. Strips always go.
+    telemetry_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         for key in ("ingest", "alarms"):
@@ -100,6 +103,11 @@ class MonitorConfig:
         _check(5.0 <= self.worker_stall_s <= 3600.0, "worker_stall_s", "must be 5-3600 s")
         _check(1 <= self.journal_max_mb <= 100_000, "journal_max_mb", "must be 1-100000")
         _check(0 <= self.journal_backups <= 100, "journal_backups", "must be 0-100")
+        _check(
+            self.telemetry_interval_s == 0 or 0.2 <= self.telemetry_interval_s <= 10.0,
+            "telemetry_interval_s",
+            "must be 0 (off) or 0.2-10 s",
+        )
         _check(self.max_streams >= 1, "max_streams", "must be positive")
         _check(1 <= self.max_batch <= 4096, "max_batch", "must be 1-4096")
         _check(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "DEBUG/INFO/WARNING/ERROR")

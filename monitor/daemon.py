@@ -38,8 +38,12 @@ from monitor.metrics import Metrics, WardCollector
 from monitor.ratelimit import RateLimitedLog
 from monitor.shard import owns
 from monitor.transports import AlarmSink, RawFrame, SampleSource, make_sink, make_source
+from monitor.transports.base import TelemetrySink
 from monitor.transports.curve import CurveAuth, warn_if_exposed
 from monitor.transports.journal import JournalSink
+from monitor.transports.mqtt_telemetry import MqttTelemetrySink
+from monitor.transports.mqtt_transport import MqttAlarmSink
+from monitor.transports.strip_store import StripStore, strips_dir
 from protocol.alarm import Alarm, AlarmState
 from protocol.urls import redact_url
 from protocol.wire import WireError, decode
@@ -101,6 +105,7 @@ class Monitor:
         self._ctx: zmq.asyncio.Context | None = None
         self._bus: AlarmBus | None = None
         self._mqtt_sinks: list[AlarmSink] = []
+        self._telemetry_sinks: list[TelemetrySink] = []
         self._rate: float | None = None  # windows per second the worker manages
         self._heartbeat = self.clock.monotonic()
         self._batch_started: float | None = None
@@ -194,6 +199,9 @@ class Monitor:
                 on_error=lambda kind: self.metrics.journal_errors.labels(kind).inc(),
             )
             sinks.append(journal)
+            sinks.append(
+                StripStore(strips_dir(cfg.journal), on_error=lambda kind: self.metrics.journal_errors.labels(kind).inc())
+            )
         mqtt = cfg.mqtt_security()  # TLS files and the password (TlsError: "cannot start")
         for url in cfg.alarms:
             sink = make_sink(
@@ -211,6 +219,12 @@ class Monitor:
                 self._on_connected(sink.name, True)  # bound: subscribers come and go
             if hasattr(sink, "restore"):
                 self._mqtt_sinks.append(sink)
+            if cfg.telemetry_interval_s > 0:
+                if isinstance(sink, TelemetrySink):
+                    self._telemetry_sinks.append(sink)  # a ZeroMQ PUB carries it beside the alarms
+                elif isinstance(sink, MqttAlarmSink):  # MQTT: a connection of its own, never before alarms
+                    tele = MqttTelemetrySink(sink.endpoint, tls_context=sink.tls_context)
+                    self._telemetry_sinks.append(await self._stack.enter_async_context(tele))
         self._bus = await self._stack.enter_async_context(AlarmBus(sinks + self._extra_sinks, self.metrics))
         restored = journal.restored if journal is not None else []  # read once, by the journal
         if restored:
@@ -253,6 +267,8 @@ class Monitor:
         self._worker_task = self._tg.create_task(self._worker(), name="inference")
         self._aux_tasks.append(self._tg.create_task(self._housekeeping(), name="housekeeping"))
         self._aux_tasks.append(self._tg.create_task(self._lag_probe(), name="loop-lag"))
+        if self._telemetry_sinks:
+            self._aux_tasks.append(self._tg.create_task(self._telemetry(), name="telemetry"))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -468,6 +484,11 @@ class Monitor:
                     self._ratelog.log(logging.ERROR, "listener", "an alarm listener failed", exc_info=True)
             assert self._bus is not None
             self._bus.publish(alarm)
+            if alarm.strip_id:
+                bed = self.ward.get(alarm.stream_id)
+                strip = bed.take_strip(alarm.strip_id) if bed is not None else None
+                if strip is not None:
+                    self._bus.publish_strip(replace(strip, alarm=alarm))
 
     def active_alarms(self, sid: str) -> list[str]:
         return self.ward.active_alarms(sid)
@@ -487,6 +508,25 @@ class Monitor:
                 raise RuntimeError(
                     f"inference worker stalled: one batch has run for over {self.config.worker_stall_s:.0f} s"
                 )
+
+    async def _telemetry(self) -> None:
+        """Every ``telemetry_interval_s``, each admitted bed's screen feed to the telemetry sinks.
+        Yields to the loop every 64 beds: 1,000 beds of telemetry never hold up ingest."""
+        interval = self.config.telemetry_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for k, bed in enumerate(list(self.ward.beds.values())):
+                if k and k % 64 == 0:
+                    await asyncio.sleep(0)
+                try:
+                    t = bed.telemetry()
+                    if t is None:
+                        continue
+                    for sink in self._telemetry_sinks:
+                        if not sink.send_telemetry(t):
+                            self.metrics.telemetry_dropped.labels(sink.name).inc()
+                except Exception as exc:
+                    self._ratelog.log(logging.ERROR, "telemetry", f"telemetry failed ({exc})", exc_info=True)
 
     async def _lag_probe(self) -> None:
         while True:

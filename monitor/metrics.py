@@ -46,6 +46,13 @@ class Metrics:
             registry=registry,
         )
         self.alarms = Counter("ecg_alarms", "Alarm messages published", ["event", "state"], registry=registry)
+        self.strips = Counter("ecg_strips_published", "Alarm strips queued for the sinks", registry=registry)
+        self.telemetry_dropped = Counter(
+            "ecg_telemetry_dropped",
+            "Telemetry messages dropped (sink disconnected or behind); the next second supersedes them",
+            ["sink"],
+            registry=registry,
+        )
         self.alarms_dropped = Counter(
             "ecg_alarms_dropped", "Alarm messages dropped by a full sink queue", ["sink"], registry=registry
         )

@@ -40,6 +40,8 @@ class Alarm:
     source: str
     model_version: str
     explanation: str
+    #: The linked strip message (``protocol.strip``) for onsets of rhythm events; "" for none.
+    strip_id: str = ""
     schema: int = 1
 
     def to_json(self) -> str:

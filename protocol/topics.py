@@ -15,22 +15,36 @@ from protocol.wire import is_valid_stream_id
 __all__ = [
     "ALARMS_SUBSCRIPTION",
     "SAMPLES_SUBSCRIPTION",
+    "STRIPS_SUBSCRIPTION",
+    "TELEMETRY_SUBSCRIPTION",
     "ZMQ_ALARM_PREFIX",
+    "ZMQ_STRIP_PREFIX",
+    "ZMQ_TELEMETRY_PREFIX",
     "alarm_state_topic",
     "alarms_topic",
     "is_valid_stream_id",
     "samples_topic",
     "stream_of_samples_topic",
+    "strips_topic",
+    "telemetry_topic",
     "zmq_alarm_topic",
     "zmq_stream_prefix",
+    "zmq_strip_topic",
+    "zmq_telemetry_topic",
 ]
 
 #: MQTT subscription for every stream's sample frames.
 SAMPLES_SUBSCRIPTION: Final = "ecg/+/samples"
 #: MQTT subscription for every stream's alarm messages (not the retained state).
 ALARMS_SUBSCRIPTION: Final = "ecg/+/alarms"
-#: ZeroMQ SUB prefix for every alarm.
+#: MQTT subscriptions for every stream's alarm strips and screen telemetry.
+STRIPS_SUBSCRIPTION: Final = "ecg/+/strips"
+TELEMETRY_SUBSCRIPTION: Final = "ecg/+/telemetry"
+#: ZeroMQ SUB prefix for every alarm. Strips and telemetry have prefixes of their own, so a pager
+#: subscribed to ``alarm.`` never receives their kilobytes.
 ZMQ_ALARM_PREFIX: Final = b"alarm."
+ZMQ_STRIP_PREFIX: Final = b"strip."
+ZMQ_TELEMETRY_PREFIX: Final = b"telemetry."
 
 _EVENT_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -56,6 +70,16 @@ def alarm_state_topic(stream_id: str) -> str:
     return f"ecg/{_checked(stream_id)}/alarms/state"
 
 
+def strips_topic(stream_id: str) -> str:
+    """``ecg/<id>/strips``: the strip behind each onset (QoS 1, not retained)."""
+    return f"ecg/{_checked(stream_id)}/strips"
+
+
+def telemetry_topic(stream_id: str) -> str:
+    """``ecg/<id>/telemetry``: the low-rate screen feed (QoS 0)."""
+    return f"ecg/{_checked(stream_id)}/telemetry"
+
+
 def stream_of_samples_topic(topic: str) -> str | None:
     """``ecg/<id>/samples`` -> ``<id>``; None for any other topic or an invalid id level."""
     parts = topic.split("/")
@@ -64,11 +88,21 @@ def stream_of_samples_topic(topic: str) -> str | None:
     return parts[1]
 
 
-def zmq_alarm_topic(stream_id: str, event: str) -> bytes:
+def zmq_alarm_topic(stream_id: str, event: str, prefix: bytes = ZMQ_ALARM_PREFIX) -> bytes:
     """``alarm.<id>.<event>``: the first part of a ZeroMQ alarm message."""
     if not event or not set(event) <= _EVENT_CHARS:
         raise ValueError(f"invalid event name {event!r}")
-    return ZMQ_ALARM_PREFIX + f"{_checked(stream_id)}.{event}".encode("ascii")
+    return prefix + f"{_checked(stream_id)}.{event}".encode("ascii")
+
+
+def zmq_strip_topic(stream_id: str, event: str) -> bytes:
+    """``strip.<id>.<event>``: the first part of a ZeroMQ strip message."""
+    return zmq_alarm_topic(stream_id, event, ZMQ_STRIP_PREFIX)
+
+
+def zmq_telemetry_topic(stream_id: str) -> bytes:
+    """``telemetry.<id>``: the first part of a ZeroMQ telemetry message."""
+    return ZMQ_TELEMETRY_PREFIX + _checked(stream_id).encode("ascii")
 
 
 def zmq_stream_prefix(stream_id: str) -> bytes:

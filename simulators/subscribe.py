@@ -1,4 +1,8 @@
-"""``ecg-monitor subscribe``: show alarms as they arrive, over ZeroMQ or MQTT."""
+"""``ecg-monitor subscribe``: show alarms as they arrive, over ZeroMQ or MQTT.
+
+``messages_from`` is the one reader of what a daemon publishes (alarms, strips, telemetry); the
+subscriber, the tests and the central station all read through it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import logging
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
+from typing import Final
 
 import aiomqtt
 import zmq
@@ -20,7 +25,15 @@ from monitor.transports.curve import HANDSHAKE_TIMEOUT_S, ClientKeys, HandshakeW
 from monitor.transports.mqtt_transport import client_for
 from monitor.transports.tls import MqttSecurity, explain
 from protocol.alarm import Alarm
-from protocol.topics import ALARMS_SUBSCRIPTION, ZMQ_ALARM_PREFIX
+from protocol.strip import Strip, Telemetry
+from protocol.topics import (
+    ALARMS_SUBSCRIPTION,
+    STRIPS_SUBSCRIPTION,
+    TELEMETRY_SUBSCRIPTION,
+    ZMQ_ALARM_PREFIX,
+    ZMQ_STRIP_PREFIX,
+    ZMQ_TELEMETRY_PREFIX,
+)
 from protocol.urls import parse_url
 
 log = logging.getLogger(__name__)
@@ -47,6 +60,31 @@ class SubscribeOptions:
         )
 
 
+Message = Alarm | Strip | Telemetry
+#: Message kind -> (ZeroMQ prefix, MQTT subscription, MQTT QoS, parser).
+KINDS: Final[dict[str, tuple[bytes, str, int, Callable[[bytes], Message]]]] = {
+    "alarm": (ZMQ_ALARM_PREFIX, ALARMS_SUBSCRIPTION, 1, Alarm.from_json),
+    "strip": (ZMQ_STRIP_PREFIX, STRIPS_SUBSCRIPTION, 1, Strip.from_json),
+    "telemetry": (ZMQ_TELEMETRY_PREFIX, TELEMETRY_SUBSCRIPTION, 0, Telemetry.from_json),
+}
+
+
+def _parser_for_zmq(topic: bytes, kinds: Collection[str]) -> Callable[[bytes], Message] | None:
+    for kind in kinds:
+        prefix, _, _, parse = KINDS[kind]
+        if topic.startswith(prefix):
+            return parse
+    return None
+
+
+def _parser_for_mqtt(topic: str, kinds: Collection[str]) -> Callable[[bytes], Message] | None:
+    for kind in kinds:
+        _, sub, _, parse = KINDS[kind]
+        if topic.endswith(sub.rsplit("/", 1)[1]) and topic.count("/") == 2:
+            return parse
+    return None
+
+
 async def alarms_from(
     url: str,
     ready: asyncio.Event | None = None,
@@ -56,8 +94,33 @@ async def alarms_from(
     curve_secret: str | None = None,
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
 ) -> AsyncIterator[Alarm]:
-    """Yield alarms from a daemon's PUB socket or an MQTT broker; reconnects quietly (a TLS
-    failure, which retrying will not fix, is logged as a warning at a bounded rate).
+    """Alarms only: ``messages_from`` with ``kinds=("alarm",)``."""
+    async for m in messages_from(
+        url,
+        ready,
+        kinds=("alarm",),
+        mqtt=mqtt,
+        curve_server=curve_server,
+        curve_secret=curve_secret,
+        handshake_timeout=handshake_timeout,
+    ):
+        if isinstance(m, Alarm):
+            yield m
+
+
+async def messages_from(
+    url: str,
+    ready: asyncio.Event | None = None,
+    *,
+    kinds: Collection[str] = ("alarm",),
+    mqtt: MqttSecurity | None = None,
+    curve_server: str | None = None,
+    curve_secret: str | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_S,
+) -> AsyncIterator[Message]:
+    """Yield alarms, strips and/or telemetry (``kinds``) from a daemon's PUB socket or an MQTT
+    broker; reconnects quietly (a TLS failure, which retrying will not fix, is logged as a
+    warning at a bounded rate). A malformed message is logged and skipped.
 
     ZeroMQ with ``curve_server``/``curve_secret`` subscribes as a CURVE client and waits for the
     handshake before ``ready``. A daemon refusing the handshake (unknown key, wrong server key,
@@ -68,7 +131,8 @@ async def alarms_from(
         keys = ClientKeys.optional(curve_server, curve_secret)  # CurveError (a ValueError)
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, ZMQ_ALARM_PREFIX)
+        for kind in kinds:
+            sock.setsockopt(zmq.SUBSCRIBE, KINDS[kind][0])
         sock.setsockopt(zmq.LINGER, 0)
         if keys is not None:
             keys.apply(sock)
@@ -87,10 +151,13 @@ async def alarms_from(
                         raise err
                     continue
                 parts = await sock.recv_multipart()
+                parse = _parser_for_zmq(parts[0], kinds)
+                if parse is None:
+                    continue
                 try:
-                    yield Alarm.from_json(parts[-1])
+                    yield parse(parts[-1])
                 except (ValueError, TypeError, KeyError) as exc:
-                    log.warning("ignored a malformed alarm message: %s", exc)
+                    log.warning("ignored a malformed message on %r: %s", parts[0][:80], exc)
         finally:
             watch.close()
             sock.close(0)
@@ -105,16 +172,21 @@ async def alarms_from(
         up_since: float | None = None
         try:
             async with client_for(ep, tls_context=tls) as client:
-                await client.subscribe(ALARMS_SUBSCRIPTION, qos=1)
+                for kind in kinds:
+                    _, sub, qos, _ = KINDS[kind]
+                    await client.subscribe(sub, qos=qos)
                 up_since = loop.time()
                 if ready is not None:
                     ready.set()
                 async for msg in client.messages:
                     payload = msg.payload if isinstance(msg.payload, (bytes, bytearray)) else str(msg.payload).encode()
+                    parse = _parser_for_mqtt(msg.topic.value, kinds)
+                    if parse is None:
+                        continue
                     try:
-                        yield Alarm.from_json(payload)
+                        yield parse(bytes(payload))
                     except (ValueError, TypeError, KeyError) as exc:
-                        log.warning("ignored a malformed alarm message: %s", exc)
+                        log.warning("ignored a malformed message on %s: %s", msg.topic.value[:80], exc)
         except aiomqtt.MqttError as exc:
             delay = backoff.after(None if up_since is None else loop.time() - up_since)
             why = explain(exc)

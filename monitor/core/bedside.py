@@ -22,11 +22,18 @@ from classifier.constants import MIN_WINDOW_S, MODEL_FS
 from monitor.core.alarms import EventTracker, Observation
 from monitor.core.analysis import WindowJob, WindowResult
 from monitor.core.detection import DetectionConfig
+from monitor.core.display import TelemetryCursor, cut_strip, telemetry
 from monitor.core.pause import pause_observation
 from monitor.core.quality import LeadQuality
 from monitor.core.stream import IngestResult, StreamState
 from protocol.alarm import AF, LEADS_OFF, NO_SIGNAL, PAUSE, PRIORITY, VTACH, Alarm, AlarmState
+from protocol.strip import Strip, Telemetry
 from protocol.wire import Frame
+
+#: Onsets of these events carry a strip (NO_SIGNAL has no signal to show).
+STRIP_EVENTS = frozenset({VTACH, AF, PAUSE, LEADS_OFF})
+#: Strips not taken by the daemon are kept this many per bed at most (the core alone, in tests).
+MAX_HELD_STRIPS = 8
 
 
 @dataclass(slots=True)
@@ -57,6 +64,9 @@ class Bedside:
         self.current = "-"
         self.confidence = 0.0
         self.quality: tuple[str, str] = ("-", "-")
+        #: Strips cut at onsets, by strip id, until the daemon takes them with their alarm.
+        self.strips: dict[str, Strip] = {}
+        self._telemetry = TelemetryCursor()
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -231,6 +241,25 @@ class Bedside:
                 )
         return out
 
+    # -- display ------------------------------------------------------------------------
+
+    def take_strip(self, strip_id: str) -> Strip | None:
+        return self.strips.pop(strip_id, None)
+
+    def telemetry(self) -> Telemetry | None:
+        """The screen feed since the last call; None before the bed is admitted."""
+        if self.stream is None or not self.admitted:
+            return None
+        return telemetry(
+            self.stream,
+            self._telemetry,
+            heart_rate=self.heart_rate,
+            rhythm=self.current,
+            confidence=self.confidence,
+            quality=self.quality,
+            alarms={ev: PRIORITY[ev] for ev in self.active_alarms()},
+        )
+
     # -- alarms -------------------------------------------------------------------------
 
     def active_alarms(self) -> list[str]:
@@ -248,7 +277,14 @@ class Bedside:
         if emitted is None:
             return []
         state, o = emitted
-        return [self._message(event, state, o, tracker, now)]
+        alarm = self._message(event, state, o, tracker, now)
+        if state is AlarmState.ONSET and event in STRIP_EVENTS and self.stream is not None:
+            ok = (self.quality[0] == "ok", self.quality[1] == "ok")
+            alarm, strip = cut_strip(self.stream, alarm, ok)
+            self.strips[alarm.strip_id] = strip
+            while len(self.strips) > MAX_HELD_STRIPS:
+                del self.strips[next(iter(self.strips))]
+        return [alarm]
 
     def _message(self, event: str, state: AlarmState, o: Observation, tracker: EventTracker, now: float) -> Alarm:
         return Alarm(

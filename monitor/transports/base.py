@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from protocol.alarm import Alarm
+from protocol.strip import Strip, Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,21 @@ class AlarmSink(Protocol):
     ) -> None: ...
 
     async def send(self, alarm: Alarm) -> None: ...
+
+
+@runtime_checkable
+class StripSink(Protocol):
+    """An alarm sink that also carries strips (sent after their alarm, in the same queue)."""
+
+    async def send_strip(self, strip: Strip) -> None: ...
+
+
+@runtime_checkable
+class TelemetrySink(Protocol):
+    """Takes the per-bed screen feed. Never blocks and never queues much: telemetry that cannot
+    go now is dropped (``send_telemetry`` returns False; the daemon counts it), since the next
+    second supersedes it."""
+
+    name: str
+
+    def send_telemetry(self, telemetry: Telemetry) -> bool: ...

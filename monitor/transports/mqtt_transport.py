@@ -31,7 +31,8 @@ from monitor.transports.backoff import Backoff
 from monitor.transports.base import RawFrame
 from monitor.transports.tls import explain
 from protocol.alarm import Alarm, AlarmState
-from protocol.topics import SAMPLES_SUBSCRIPTION, alarm_state_topic, alarms_topic, stream_of_samples_topic
+from protocol.strip import Strip
+from protocol.topics import SAMPLES_SUBSCRIPTION, alarm_state_topic, alarms_topic, stream_of_samples_topic, strips_topic
 from protocol.urls import Endpoint
 
 log = logging.getLogger(__name__)
@@ -238,12 +239,13 @@ class MqttSource:
 
 @dataclass(eq=False, slots=True)
 class _Outgoing:
-    """One queued publish: an alarm (then its stream's retained state), or the state alone."""
+    """One queued publish: an alarm (then its stream's retained state), the state alone, or a strip."""
 
     stream_id: str
     alarm: Alarm | None
     alarm_sent: bool = False
     failures: int = 0
+    strip: bytes | None = None  # a strip's JSON: published on its own topic, no state
 
 
 def _never_sent(exc: aiomqtt.MqttError) -> bool:
@@ -347,6 +349,14 @@ class MqttAlarmSink:
         self._apply(alarm)
         self._enqueue(_Outgoing(alarm.stream_id, alarm))
 
+    async def send_strip(self, strip: Strip) -> None:
+        """Queue a strip behind its alarm (QoS 1, not retained); never blocks."""
+        sid = strip.alarm.stream_id
+        if not safe_topic_level(sid):
+            self._dead_letter(None, sid, "stream id is not a safe MQTT topic level")
+            return
+        self._enqueue(_Outgoing(sid, None, strip=strip.to_json().encode()))
+
     def restore(self, alarms: Iterable[Alarm]) -> None:
         """Seed the retained state after a restart: ``alarms`` are the latest per (stream, event)
         from the journal. Active ones are remembered, resolved ones cleared, and one retained
@@ -412,7 +422,7 @@ class MqttAlarmSink:
             "dead-letter",
             "MQTT alarm sink %s dead-lettered %s for stream %r: %s",
             self.name,
-            f"a {alarm.event} {alarm.state} alarm" if alarm is not None else "a retained state update",
+            f"a {alarm.event} {alarm.state} alarm" if alarm is not None else "a retained state update or a strip",
             stream_id,
             reason,
         )
@@ -512,6 +522,9 @@ class MqttAlarmSink:
             self._remove(item)
 
     async def _publish(self, client: aiomqtt.Client, item: _Outgoing) -> None:
+        if item.strip is not None:
+            await client.publish(strips_topic(item.stream_id), item.strip, qos=1)
+            return
         if item.alarm is not None and not item.alarm_sent:
             await client.publish(alarms_topic(item.stream_id), item.alarm.to_json().encode(), qos=1)
             item.alarm_sent = True

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import zmq
 import zmq.asyncio
@@ -14,7 +14,8 @@ import zmq.asyncio
 from monitor.transports.base import RawFrame
 from monitor.transports.curve import CurveAuth
 from protocol.alarm import Alarm
-from protocol.topics import zmq_alarm_topic
+from protocol.strip import Strip, Telemetry
+from protocol.topics import zmq_alarm_topic, zmq_strip_topic, zmq_telemetry_topic
 from protocol.urls import Endpoint
 from protocol.wire import MAX_FRAME_BYTES
 
@@ -178,3 +179,20 @@ class ZmqAlarmSink:
     async def send(self, alarm: Alarm) -> None:
         assert self._sock is not None
         await self._sock.send_multipart([zmq_alarm_topic(alarm.stream_id, alarm.event), alarm.to_json().encode()])
+
+    async def send_strip(self, strip: Strip) -> None:
+        assert self._sock is not None
+        a = strip.alarm
+        await self._sock.send_multipart([zmq_strip_topic(a.stream_id, a.event), strip.to_json().encode()])
+
+    def send_telemetry(self, telemetry: Telemetry) -> bool:
+        """PUB never blocks (a slow subscriber loses messages at its HWM), so this sends at once."""
+        if self._sock is None:
+            return False
+        fut: asyncio.Future[Any] = self._sock.send_multipart(  # type: ignore[assignment]
+            [zmq_telemetry_topic(telemetry.stream_id), telemetry.to_json().encode()], flags=zmq.NOBLOCK
+        )
+        if fut.done():
+            return not fut.cancelled() and fut.exception() is None
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, so a late error is never "unretrieved"
+        return True

@@ -1,0 +1,189 @@
+"""The alarm strip and the bed telemetry messages, version 1 (JSON).
+
+An alarm message stays small for pagers; the ECG that justifies it travels beside it as a
+*strip*, linked by ``Alarm.strip_id``: both leads from about 8 s before onset to detection (at
+most ``MAX_STRIP_S``), with the detected beats. *Telemetry* is the low-rate per-bed feed a
+central station draws: the newest samples decimated for a screen, heart rate, rhythm call, lead
+quality and the active alarms.
+
+Samples travel as int16 counts (``mV * gain``), little-endian, base64, one string per lead. The
+count ``NO_DATA`` (-32768) marks a sample with no data (a gap, or a missing second lead), so
+nothing is faked. Readers check ``schema`` and the sizes, and raise ``ValueError`` on a message
+they cannot trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from protocol.alarm import Alarm
+
+SCHEMA: Final = 1
+#: int16 count that means "no sample here" (gap, lead absent).
+NO_DATA: Final = -32768
+#: Counts per mV on the wire: 5 uV resolution, +-163 mV range.
+GAIN: Final = 200.0
+#: Strip geometry, seconds of stream time.
+PRE_ONSET_S: Final = 8.0
+MAX_STRIP_S: Final = 20.0
+#: A strip or telemetry message never holds more samples per lead than this (reader's bound).
+MAX_SAMPLES: Final = 60 * 1000
+
+
+def encode_lead(mv: NDArray[np.floating], gain: float = GAIN) -> str:
+    """mV (NaN = no data) -> base64 of int16 counts; values beyond int16 are clipped."""
+    x = np.asarray(mv, dtype=np.float64)
+    counts = np.full(x.shape, NO_DATA, dtype="<i2")
+    ok = np.isfinite(x)
+    counts[ok] = np.clip(np.round(x[ok] * gain), NO_DATA + 1, 32767).astype("<i2")
+    return base64.b64encode(counts.tobytes()).decode("ascii")
+
+
+def decode_lead(text: str, gain: float = GAIN) -> NDArray[np.float32]:
+    """The inverse of ``encode_lead``: mV as float32, NaN where there was no data."""
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) % 2 or len(raw) // 2 > MAX_SAMPLES:
+        raise ValueError(f"lead of {len(raw)} bytes: not whole int16 samples, or over {MAX_SAMPLES} samples")
+    counts = np.frombuffer(raw, dtype="<i2")
+    out = counts.astype(np.float32) / np.float32(gain)
+    out[counts == NO_DATA] = np.nan
+    return out
+
+
+def strip_id_for(alarm: Alarm) -> str:
+    """``<stream>.<event>.<detected ms>``: unique per alarm message, and a safe file name."""
+    return f"{alarm.stream_id}.{alarm.event}.{round(alarm.detected_time * 1000)}"
+
+
+def _leads_of(data: dict[str, Any], gain: float) -> list[NDArray[np.float32]]:
+    leads = [decode_lead(s, gain) for s in data["leads"]]
+    if not 1 <= len(leads) <= 2 or len({len(x) for x in leads}) != 1:
+        raise ValueError("need one or two leads of equal length")
+    return leads
+
+
+def _check_schema(data: dict[str, Any], kind: str) -> None:
+    if data.get("kind") != kind or data.get("schema") != SCHEMA:
+        raise ValueError(f"not a {kind} message of schema {SCHEMA}: kind {data.get('kind')!r} schema {data.get('schema')!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Strip:
+    """The ECG behind one alarm message. ``t0``: stream time of the first sample (s); ``fs`` Hz;
+    ``leads`` in mV (NaN = no data); ``beats``: sample indices of the detected beats."""
+
+    alarm: Alarm
+    t0: float
+    fs: float
+    leads: tuple[NDArray[np.float32], ...]
+    beats: tuple[int, ...] = ()
+    heart_rate: float = math.nan
+
+    @property
+    def strip_id(self) -> str:
+        return self.alarm.strip_id or strip_id_for(self.alarm)
+
+    @property
+    def duration(self) -> float:
+        return len(self.leads[0]) / self.fs if self.leads else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": SCHEMA,
+                "kind": "strip",
+                "strip_id": self.strip_id,
+                "alarm": asdict(self.alarm),
+                "t0": round(self.t0, 4),
+                "fs": self.fs,
+                "gain": GAIN,
+                "leads": [encode_lead(x) for x in self.leads],
+                "beats": list(self.beats),
+                "heart_rate": None if not math.isfinite(self.heart_rate) else round(self.heart_rate, 1),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Strip:
+        data: dict[str, Any] = json.loads(text)
+        _check_schema(data, "strip")
+        fs, gain = float(data["fs"]), float(data["gain"])
+        if not (1.0 <= fs <= 2000.0 and 0.01 <= gain <= 1e6):
+            raise ValueError(f"strip rate {fs} Hz or gain {gain} out of range")
+        leads = _leads_of(data, gain)
+        beats = tuple(int(b) for b in data.get("beats", []))
+        if any(not 0 <= b < len(leads[0]) for b in beats):
+            raise ValueError("beat index outside the strip")
+        hr = data.get("heart_rate")
+        return cls(
+            alarm=Alarm.from_json(json.dumps(data["alarm"])),
+            t0=float(data["t0"]),
+            fs=fs,
+            leads=tuple(leads),
+            beats=beats,
+            heart_rate=math.nan if hr is None else float(hr),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One bed's low-rate screen feed. ``leads``: the samples since the last message, ending at
+    ``t_end`` (stream time), at ``fs`` Hz; ``alarms``: active event -> priority."""
+
+    stream_id: str
+    t_end: float
+    fs: float
+    leads: tuple[NDArray[np.float32], ...]
+    heart_rate: float
+    rhythm: str
+    confidence: float
+    quality: tuple[str, str]
+    alarms: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema": SCHEMA,
+                "kind": "telemetry",
+                "stream_id": self.stream_id,
+                "t_end": round(self.t_end, 4),
+                "fs": self.fs,
+                "gain": GAIN,
+                "leads": [encode_lead(x) for x in self.leads],
+                "heart_rate": None if not math.isfinite(self.heart_rate) else round(self.heart_rate, 1),
+                "rhythm": self.rhythm,
+                "confidence": round(self.confidence, 3),
+                "quality": list(self.quality),
+                "alarms": self.alarms,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Telemetry:
+        data: dict[str, Any] = json.loads(text)
+        _check_schema(data, "telemetry")
+        fs, gain = float(data["fs"]), float(data["gain"])
+        if not (1.0 <= fs <= 2000.0 and 0.01 <= gain <= 1e6):
+            raise ValueError(f"telemetry rate {fs} Hz or gain {gain} out of range")
+        hr = data.get("heart_rate")
+        q = data.get("quality", ["-", "-"])
+        return cls(
+            stream_id=str(data["stream_id"]),
+            t_end=float(data["t_end"]),
+            fs=fs,
+            leads=tuple(_leads_of(data, gain)) if data.get("leads") else (),
+            heart_rate=math.nan if hr is None else float(hr),
+            rhythm=str(data.get("rhythm", "-")),
+            confidence=float(data.get("confidence", 0.0)),
+            quality=(str(q[0]), str(q[1])),
+            alarms={str(k): str(v) for k, v in dict(data.get("alarms", {})).items()},
+        )
