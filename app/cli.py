@@ -10,9 +10,14 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protocol.strip import Strip
 
 log = logging.getLogger("ecg_monitor")
 
@@ -231,10 +236,79 @@ def cmd_subscribe(a: argparse.Namespace) -> int:
         duration=a.duration,
         **_mqtt_kw(a, a.source),
         **_curve_kw(a),
+        on_strip=_strip_saver(a.strips) if a.strips else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(subscribe(opts))
     return 0
+
+
+def _strip_saver(folder: str) -> Callable[[Strip], object]:
+    """Save each strip as ``FOLDER/<strip id>.png``."""
+    from station.strip_png import save_strip
+
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--strips: cannot create {folder}: {exc}") from None
+
+    def save(strip: Strip) -> object:
+        path = save_strip(strip, out / f"{strip.strip_id}.png")
+        log.info("strip saved: %s", path)
+        return path
+
+    return save
+
+
+def cmd_strip(a: argparse.Namespace) -> int:
+    """Render saved strips (JSON from the journal's strips folder or a subscriber) as PNG."""
+    from protocol.strip import Strip
+    from station.strip_png import save_strip
+
+    _setup_logging(a.log_level)
+    if a.out and len(a.files) > 1 and not Path(a.out).is_dir():
+        raise UsageError("-o: with several strips, give a folder")
+    for name in a.files:
+        src = Path(name)
+        try:
+            strip = Strip.from_json(src.read_bytes())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{name}: not a strip message: {exc}") from None
+        if a.out is None:
+            dest = src.with_suffix(".png")
+        elif Path(a.out).is_dir():
+            dest = Path(a.out) / f"{strip.strip_id}.png"
+        else:
+            dest = Path(a.out)
+        save_strip(strip, dest, dpi=a.dpi)
+        print(dest)
+    return 0
+
+
+def cmd_station(a: argparse.Namespace) -> int:
+    from station.server import StationConfig, StationError, parse_http, run_station
+
+    _setup_logging(a.log_level)
+    sources = tuple(a.source or ("tcp://127.0.0.1:5556",))
+    try:
+        host, port = parse_http(a.http)
+        cfg = StationConfig(
+            sources=sources, host=host, port=port, insecure=a.insecure, **_mqtt_kw(a, sources[0]), **_curve_kw(a)
+        )
+    except StationError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if a.duration:
+            loop.call_later(a.duration, stop.set)
+        return await run_station(cfg, stop, on_ready=lambda url: print(f"central station: {url}", flush=True))
+
+    return asyncio.run(main())
 
 
 def cmd_keygen(a: argparse.Namespace) -> int:
@@ -487,9 +561,27 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--priority", action="append", choices=["high", "medium", "low"])
     sb.add_argument("--count", type=_positive(int), help="exit after this many alarms")
     sb.add_argument("--duration", type=_positive(), help="exit after this many seconds")
+    sb.add_argument("--strips", metavar="DIR", help="save each alarm's strip here as a PNG on ECG paper")
     _add_mqtt_flags(sb)
     _add_curve_client_flags(sb)
     sb.set_defaults(func=cmd_subscribe)
+
+    sp = sub.add_parser("strip", help="render alarm strips (JSON) as PNG on ECG paper: 25 mm/s, 10 mm/mV")
+    sp.add_argument("files", nargs="+", help="strip files, e.g. <journal>.strips/<strip id>.json")
+    sp.add_argument("-o", "--out", help="PNG file, or a folder (default: beside each strip)")
+    sp.add_argument("--dpi", type=_positive(int), default=150)
+    sp.set_defaults(func=cmd_strip)
+
+    st = sub.add_parser("station", help="central station: a live web page of every bed of one or more daemons")
+    st.add_argument(
+        "--from", dest="source", action="append", type=_url, help="daemon alarm URL, repeatable (default tcp://127.0.0.1:5556)"
+    )
+    st.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to serve the page on (default 127.0.0.1:8080)")
+    st.add_argument("--insecure", action="store_true", help="allow a non-loopback --http (the page has no login)")
+    st.add_argument("--duration", type=_positive(), help="stop after this many seconds")
+    _add_mqtt_flags(st)
+    _add_curve_client_flags(st)
+    st.set_defaults(func=cmd_station)
 
     k = sub.add_parser("keygen", help="write a ZeroMQ CURVE certificate pair (NAME.key, NAME.key_secret)")
     k.add_argument("dir", help="folder to write into (created if missing)")

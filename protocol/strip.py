@@ -69,6 +69,27 @@ def _leads_of(data: dict[str, Any], gain: float) -> list[NDArray[np.float32]]:
     return leads
 
 
+def _finite(data: dict[str, Any], *keys: str) -> None:
+    for k in keys:
+        v = data.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{k}: {v!r} is not a finite number")
+
+
+def _alarm_of(data: Any) -> Alarm:
+    """The embedded alarm, with its types checked (a strip is rendered without further checks)."""
+    if not isinstance(data, dict):
+        raise ValueError("alarm: not an object")
+    _finite(data, "confidence", "onset_time", "detected_time", "published_at")
+    for k in ("stream_id", "event", "state", "priority", "source", "model_version", "explanation"):
+        if not isinstance(data.get(k), str):
+            raise ValueError(f"alarm.{k}: not a string")
+    try:
+        return Alarm.from_json(json.dumps(data))
+    except TypeError as exc:
+        raise ValueError(f"alarm: {exc}") from None
+
+
 def _check_schema(data: dict[str, Any], kind: str) -> None:
     if data.get("kind") != kind or data.get("schema") != SCHEMA:
         raise ValueError(f"not a {kind} message of schema {SCHEMA}: kind {data.get('kind')!r} schema {data.get('schema')!r}")
@@ -115,16 +136,19 @@ class Strip:
     def from_json(cls, text: str | bytes) -> Strip:
         data: dict[str, Any] = json.loads(text)
         _check_schema(data, "strip")
+        _finite(data, "fs", "gain", "t0")
         fs, gain = float(data["fs"]), float(data["gain"])
         if not (1.0 <= fs <= 2000.0 and 0.01 <= gain <= 1e6):
             raise ValueError(f"strip rate {fs} Hz or gain {gain} out of range")
         leads = _leads_of(data, gain)
+        if len(leads[0]) > (MAX_STRIP_S + 1.0) * fs:
+            raise ValueError(f"strip of {len(leads[0]) / fs:.1f} s: longer than {MAX_STRIP_S:.0f} s")
         beats = tuple(int(b) for b in data.get("beats", []))
         if any(not 0 <= b < len(leads[0]) for b in beats):
             raise ValueError("beat index outside the strip")
         hr = data.get("heart_rate")
         return cls(
-            alarm=Alarm.from_json(json.dumps(data["alarm"])),
+            alarm=_alarm_of(data.get("alarm")),
             t0=float(data["t0"]),
             fs=fs,
             leads=tuple(leads),
@@ -171,6 +195,7 @@ class Telemetry:
     def from_json(cls, text: str | bytes) -> Telemetry:
         data: dict[str, Any] = json.loads(text)
         _check_schema(data, "telemetry")
+        _finite(data, "fs", "gain", "t_end")
         fs, gain = float(data["fs"]), float(data["gain"])
         if not (1.0 <= fs <= 2000.0 and 0.01 <= gain <= 1e6):
             raise ValueError(f"telemetry rate {fs} Hz or gain {gain} out of range")

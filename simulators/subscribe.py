@@ -51,6 +51,8 @@ class SubscribeOptions:
     mqtt: MqttSecurity | None = None  # TLS settings and password for an MQTT source
     curve_server: str | None = None  # ZeroMQ CURVE: the daemon's public .key ...
     curve_secret: str | None = None  # ... and this subscriber's own .key_secret
+    #: Called (in a worker thread) with each strip of a matching alarm, e.g. to save it as a PNG.
+    on_strip: Callable[[Strip], object] | None = None
 
     def wants(self, a: Alarm) -> bool:
         return (
@@ -199,6 +201,8 @@ async def messages_from(
 
 
 STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+#: With --count and strips, how long to wait for the strips of the last alarms.
+STRIP_WAIT_S = 5.0
 
 
 def printer(opts: SubscribeOptions) -> Callable[[Alarm], None]:
@@ -230,17 +234,32 @@ async def subscribe(
     """Print matching alarms until ``count`` arrive, ``duration`` passes or ``stop`` is set."""
     show = printer(opts)
     n = 0
+    kinds = ("alarm", "strip") if opts.on_strip is not None else ("alarm",)
+    awaited: set[str] = set()  # strip ids of shown alarms whose strip has not come yet
+    done_at: float | None = None  # --count reached: wait a little for the last strips
 
     async def consume() -> None:
-        nonlocal n
-        async for a in alarms_from(
-            opts.source, ready, mqtt=opts.mqtt, curve_server=opts.curve_server, curve_secret=opts.curve_secret
+        nonlocal n, done_at
+        loop = asyncio.get_running_loop()
+        async for m in messages_from(
+            opts.source, ready, kinds=kinds, mqtt=opts.mqtt, curve_server=opts.curve_server, curve_secret=opts.curve_secret
         ):
-            if opts.wants(a):
-                show(a)
+            if isinstance(m, Strip):
+                if opts.on_strip is not None and m.strip_id in awaited:
+                    awaited.discard(m.strip_id)
+                    try:
+                        await asyncio.to_thread(opts.on_strip, m)
+                    except Exception as exc:  # a strip that cannot be saved must not stop the alarms
+                        log.error("strip %s not handled: %s", m.strip_id, exc)
+            elif isinstance(m, Alarm) and done_at is None and opts.wants(m):
+                show(m)
                 n += 1
+                if m.strip_id and opts.on_strip is not None:
+                    awaited.add(m.strip_id)
                 if opts.count is not None and n >= opts.count:
-                    return
+                    done_at = loop.time()
+            if done_at is not None and (not awaited or loop.time() - done_at > STRIP_WAIT_S):
+                return
 
     task = asyncio.create_task(consume())
     waiters: list[asyncio.Future[object]] = [task]  # type: ignore[list-item]

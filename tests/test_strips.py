@@ -18,9 +18,9 @@ from protocol.strip import GAIN, MAX_STRIP_S, NO_DATA, PRE_ONSET_S, Strip, Telem
 from simulators.subscribe import messages_from
 from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
 from tests.conftest import Broker
+from tests.helpers import running_monitor, wait_for
 from tests.test_core import Bed, beat_train, ward
 from tests.test_daemon import _send_patient
-from tests.helpers import running_monitor, wait_for
 
 # -- wire format -------------------------------------------------------------------------
 
@@ -61,6 +61,10 @@ def test_strip_and_telemetry_round_trip_and_refuse_bad_messages() -> None:
         {**data, "leads": [data["leads"][0], data["leads"][0][:-8]]},  # leads of unequal length
         {**data, "leads": ["not base64!"]},
         {**data, "fs": 0},
+        {**data, "t0": None},
+        {**data, "alarm": {**data["alarm"], "onset_time": "x"}},
+        {**data, "alarm": {k: v for k, v in data["alarm"].items() if k != "event"}},
+        {**data, "fs": 1.0, "leads": [encode_lead(np.zeros(30, dtype=np.float32))]},  # 30 s: longer than a strip
     ):
         with pytest.raises((ValueError, KeyError)):
             Strip.from_json(json.dumps(bad))

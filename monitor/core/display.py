@@ -20,6 +20,8 @@ from protocol.strip import MAX_STRIP_S, PRE_ONSET_S, Strip, Telemetry, strip_id_
 #: Telemetry is decimated from the model rate by this factor (128 -> 64 Hz: enough for a screen
 #: tile a few hundred pixels wide, half the bytes).
 TELEMETRY_DECIMATE = 2
+#: The strip's heart rate is the median over this many newest beats.
+RATE_BEATS = 6
 #: At most this much waveform per telemetry message; older unsent samples are skipped.
 TELEMETRY_MAX_S = 2.0
 
@@ -48,7 +50,10 @@ def _beats(sig: np.ndarray, lead_ok: tuple[bool, bool]) -> tuple[tuple[int, ...]
     if finite[lead] < MODEL_FS:
         return (), math.nan
     beats = detect_qrs(sig[lead], MODEL_FS)
-    hr = 60.0 * MODEL_FS / float(np.median(np.diff(beats))) if beats.size >= 3 else math.nan
+    # The rate at detection (the last few beats), not the strip's median: a strip of 12 s of
+    # sinus and 3 s of VT must not say 86 bpm.
+    rr = np.diff(beats[-RATE_BEATS:])
+    hr = 60.0 * MODEL_FS / float(np.median(rr)) if rr.size >= 2 else math.nan
     return tuple(int(b) for b in beats), hr
 
 
