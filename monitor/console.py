@@ -6,16 +6,19 @@ import asyncio
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+import numpy as np
 from rich.console import Console as RichConsole
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from protocol.alarm import Alarm
+from protocol.strip import Strip
 
 
 class BedView(Protocol):
@@ -30,6 +33,9 @@ class MonitorView(Protocol):
 
     model_version: str
     recent: list[Alarm]
+
+    @property
+    def recent_strips(self) -> Sequence[Strip]: ...
 
     @property
     def streams(self) -> Mapping[str, BedView]: ...
@@ -82,18 +88,48 @@ def alarm_table(mon: MonitorView, n: int = 10) -> Table:
     return table
 
 
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(x: np.ndarray, width: int) -> str:
+    """One lead as a row of block characters, each column the extreme of its stretch (so every
+    QRS survives the decimation); blank where there is no data."""
+    if x.size == 0 or width < 1:
+        return ""
+    cols = np.array_split(x, min(width, x.size))
+    ext = np.array([c[np.nanargmax(np.abs(c - np.nanmedian(x)))] if np.isfinite(c).any() else np.nan for c in cols])
+    ok = np.isfinite(ext)
+    if not ok.any():
+        return " " * len(cols)
+    lo, hi = float(np.nanmin(ext)), float(np.nanmax(ext))
+    span = hi - lo if hi > lo else 1.0
+    idx = np.where(ok, np.clip(((ext - lo) / span * (len(BLOCKS) - 2)).round() + 1, 1, len(BLOCKS) - 1), 0)
+    return "".join(BLOCKS[int(i)] for i in idx)
+
+
+def strip_panel(mon: MonitorView, width: int = 110) -> Text:
+    """The latest alarm strip, lead 1, as a sparkline: the ECG behind the alarm, in the terminal."""
+    if not mon.recent_strips:
+        return Text("")
+    s = mon.recent_strips[-1]
+    a = s.alarm
+    head = Text(f"strip {a.stream_id} {a.event} {a.state}, {s.duration:.0f} s to detection: ", style=STYLE.get(a.priority, ""))
+    return head + Text(sparkline(s.leads[0], width), style="green")
+
+
 class Console:
     """Owns the refresh task; does nothing when disabled or when stdout is not a terminal."""
 
-    def __init__(self, mon: MonitorView, enabled: bool = True, refresh_s: float = 0.5) -> None:
+    def __init__(self, mon: MonitorView, enabled: bool = True, refresh_s: float = 0.5, banner: str = "") -> None:
         self.mon = mon
+        self.banner = banner
         self.enabled = enabled and sys.stdout.isatty()
         self.refresh_s = refresh_s
         self._task: asyncio.Task[None] | None = None
         self._live: Live | None = None
 
     def render(self) -> Group:
-        return Group(stream_table(self.mon), alarm_table(self.mon))
+        return Group(Text(self.banner, style="bold"), stream_table(self.mon), alarm_table(self.mon), strip_panel(self.mon))
 
     async def __aenter__(self) -> Self:
         if self.enabled:

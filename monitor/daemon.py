@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -45,6 +46,7 @@ from monitor.transports.mqtt_telemetry import MqttTelemetrySink
 from monitor.transports.mqtt_transport import MqttAlarmSink
 from monitor.transports.strip_store import StripStore, strips_dir
 from protocol.alarm import Alarm, AlarmState
+from protocol.strip import Strip
 from protocol.urls import redact_url
 from protocol.wire import WireError, decode
 
@@ -87,6 +89,7 @@ class Monitor:
         )
         self.registry.register(WardCollector(self.ward))
         self.recent: list[Alarm] = []
+        self.recent_strips: deque[Strip] = deque(maxlen=5)  # for the console
         self.alarm_listeners: list[Callable[[Alarm], None]] = []
         self.model_version = "rules"
         self._extra_sinks = extra_sinks or []
@@ -488,7 +491,9 @@ class Monitor:
                 bed = self.ward.get(alarm.stream_id)
                 strip = bed.take_strip(alarm.strip_id) if bed is not None else None
                 if strip is not None:
-                    self._bus.publish_strip(replace(strip, alarm=alarm))
+                    strip = replace(strip, alarm=alarm)
+                    self.recent_strips.append(strip)
+                    self._bus.publish_strip(strip)
 
     def active_alarms(self, sid: str) -> list[str]:
         return self.ward.active_alarms(sid)
