@@ -471,7 +471,9 @@ async def test_no_secret_in_logs_errors_metrics_or_journal(
     cfg_repr = repr(MonitorConfig(ingest=(tls_broker.url("ecg-monitor", MONITOR_PW),), mqtt_password=VIEWER_PW))
     assert "ecg-monitor:***@" in cfg_repr
 
-    leftovers = [f.read_text() for f in tmp_path.glob("alarms.jsonl*")]
+    # the journal, its state and dead-letter files, and the strips kept beside it
+    leftovers = [f.read_text() for f in tmp_path.glob("alarms.jsonl*") if f.is_file()]
+    leftovers += [f.read_text() for f in tmp_path.glob("alarms.jsonl.strips/*") if f.is_file()]
     places = {
         "daemon stderr": err, "daemon stdout": out, "viewer": viewer_out + viewer_err, "metrics": metrics,
         "journal files": "".join(leftovers), "cli error": cli_err, "config error": config_err, "config repr": cfg_repr,

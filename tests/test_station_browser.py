@@ -34,7 +34,9 @@ if os.environ.get("ECG_REQUIRE_TOOLS"):  # CI (.ci/run) installs both: a skip th
 
     if _MISSING:
         raise RuntimeError(f"Chromium is required here (ECG_REQUIRE_TOOLS is set) but {CHROMIUM} does not exist")
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed (pip install playwright)")
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (pip install playwright)"
+)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -81,9 +83,7 @@ async def test_station_shows_every_bed_live_and_the_vt_alarm_with_its_strip(tmp_
             await page.goto(station.url)
 
             # Every bed shown, each with a waveform that moves.
-            await page.wait_for_function(
-                f"document.querySelectorAll('.tile').length === {BEDS}", timeout=20_000
-            )
+            await page.wait_for_function(f"document.querySelectorAll('.tile').length === {BEDS}", timeout=20_000)
             await page.wait_for_function(
                 f"[...document.querySelectorAll('.tile')].filter(t => Number(t.dataset.drawn || 0) > 50).length "
                 f"=== {BEDS}",
@@ -141,3 +141,82 @@ async def test_station_shows_every_bed_live_and_the_vt_alarm_with_its_strip(tmp_
         from station.strip_png import save_strip
 
         save_strip(strip, REPORTS / "strip_example.png")
+
+
+async def _publish_ward(url: str, beds: int, stop: asyncio.Event) -> None:
+    """A daemon's telemetry feed for ``beds`` beds, once a second, on a real ZeroMQ PUB socket."""
+    import numpy as np
+    import zmq
+    import zmq.asyncio
+
+    from protocol.strip import Telemetry
+    from protocol.topics import zmq_telemetry_topic
+
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.bind(url)
+    t = time.time()
+    wave = (np.sin(np.arange(64) / 64 * 2 * np.pi * 1.2) * 0.8).astype(np.float32)
+    try:
+        while not stop.is_set():
+            t += 1.0
+            for k in range(beds):
+                sid = f"bed-{k:03d}"
+                alarms = {"AF": "medium"} if k == 450 else {}
+                msg = Telemetry(sid, t, 64.0, (wave, wave), 70.0 + k % 30, "NORMAL", 0.9, ("ok", "ok"), alarms)
+                await sock.send_multipart([zmq_telemetry_topic(sid), msg.to_json().encode()])
+            await asyncio.sleep(1.0)
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
+async def test_station_pages_500_beds_and_draws_64_per_tab() -> None:
+    """The server holds 500 beds; a tab draws one page of 64, pages through the rest and filters.
+    The page's frame rate at 64 moving waveforms is printed (a figure, not a pass mark)."""
+    from tests.conftest import free_port
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    stop = asyncio.Event()
+    feed = asyncio.create_task(_publish_ward(url, 500, stop))
+    try:
+        async with Station(StationConfig(sources=(url,), port=0)) as station:
+            async with playwright_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1900, "height": 1000})
+                await page.goto(station.url)
+                await page.wait_for_function(
+                    "document.getElementById('pageinfo').textContent.includes('of 500 beds')", timeout=20_000
+                )
+                assert await page.locator(".tile").count() == 64
+                # alarming beds first: the AF bed leads page 1
+                assert await page.locator(".tile").first.get_attribute("data-bed") == "bed-450"
+                await page.wait_for_function(
+                    "[...document.querySelectorAll('.tile')].filter(t => Number(t.dataset.drawn || 0) > 20).length === 64",
+                    timeout=15_000,
+                )
+                fps = await page.evaluate(
+                    """() => new Promise(done => { let n = 0; const t0 = performance.now();
+                        function f() { n++; if (performance.now() - t0 < 3000) requestAnimationFrame(f);
+                                       else done(n * 1000 / (performance.now() - t0)); }
+                        requestAnimationFrame(f); })"""
+                )
+                for _ in range(7):
+                    await page.click("#next")
+                    await page.wait_for_timeout(100)
+                await page.wait_for_function(
+                    "document.getElementById('pageinfo').textContent.startsWith('page 8/8')", timeout=5_000
+                )
+                await page.wait_for_function(
+                    "document.querySelectorAll('.tile').length === 500 - 7 * 64", timeout=5_000
+                )
+                await page.fill("#q", "bed-49")
+                await page.wait_for_function("document.querySelectorAll('.tile').length === 10", timeout=5_000)
+                shown = sorted(await page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.bed)"))
+                assert shown == [f"bed-49{k}" for k in range(10)]
+                await browser.close()
+            assert len(station.state.beds) == 500
+    finally:
+        stop.set()
+        await feed
+    print(f"station: 500 beds held, 64 drawn in one tab at {fps:.0f} frames/s (headless Chromium, software rendering)")
