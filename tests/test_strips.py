@@ -187,3 +187,28 @@ async def test_strips_and_telemetry_over_mqtt(broker: Broker) -> None:
         assert alarms and alarms[0].event == strip.alarm.event
         assert any(isinstance(m, Telemetry) and m.stream_id == "mq-s" and m.leads for m in got)
         assert h.metric("ecg_telemetry_dropped_total", {"sink": f"mqtt-telemetry:127.0.0.1:{broker.port}"}) == 0
+
+
+async def test_subscriber_saves_each_strip_as_png_and_the_strip_command_renders_one(tmp_path: Path) -> None:
+    from app.cli import _strip_saver, main
+    from simulators.subscribe import SubscribeOptions, subscribe
+
+    out = tmp_path / "pngs"
+    async with running_monitor(journal=str(tmp_path / "alarms.jsonl")) as h:
+        ready = asyncio.Event()
+        opts = SubscribeOptions(source=h.alarms_url, json=True, count=1, duration=40.0, on_strip=_strip_saver(str(out)))
+        sub = asyncio.create_task(subscribe(opts, ready=ready))
+        await ready.wait()
+        await asyncio.sleep(0.3)
+        await _send_patient(h.ingest, "bed-p", PatientSpec(75.0, [Episode("VTACH", 20.0, 40.0)]), 40.0, speed=10.0)
+        assert await asyncio.wait_for(sub, 30.0) == 1
+    [png] = list(out.glob("*.png"))
+    assert png.name.startswith("bed-p.VTACH.") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [saved] = list((tmp_path / "alarms.jsonl.strips").glob("*.json"))
+    assert main(["strip", str(saved), "-o", str(tmp_path / "one.png")]) == 0
+    assert (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": 1, "kind": "strip"}')
+    with pytest.raises(SystemExit) as exc:
+        main(["strip", str(bad)])
+    assert exc.value.code == 2
