@@ -36,6 +36,17 @@ _HIT_FRACTION = 0.35
 _LEVEL_FREEZE_GAP_S = 1.5
 
 
+def _p90(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.percentile(x, 90, axis=1)`` (linear interpolation), by partition: a tenth of the cost."""
+    n = x.shape[1]
+    pos = 0.9 * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    part = np.partition(x, (lo, hi), axis=1)
+    out: NDArray[np.float64] = part[:, lo] + (pos - lo) * (part[:, hi] - part[:, lo])
+    return out
+
+
 @dataclass(slots=True)
 class PauseTracker:
     """Cheap per-frame R-R gap check on the model-rate signal.
@@ -76,7 +87,8 @@ class PauseTracker:
         self.closed_gap = 0.0
         if n == 0:
             return
-        x = np.nan_to_num(block.astype(np.float64))
+        x = block.astype(np.float64)
+        x[np.isnan(x)] = 0.0  # (nan_to_num's checks cost more than this at 26 samples)
         ext = x if self.prev is None else np.concatenate([self.prev, x], axis=1)
         self.prev = ext[:, -2:].copy()
         if ext.shape[1] < 3:
@@ -106,7 +118,7 @@ class PauseTracker:
                 self.maxima[:, self.n_max % _LEVEL_BLOCKS] = self.block_peak
                 self.n_max += 1
                 if self.n_max == _LEARN_BLOCKS or (self.n_max > _LEARN_BLOCKS and self.n_max % _LEVEL_EVERY == 0):
-                    self.level = np.percentile(self.maxima[:, : min(self.n_max, _LEVEL_BLOCKS)], 90, axis=1)
+                    self.level = _p90(self.maxima[:, : min(self.n_max, _LEVEL_BLOCKS)])
             self.block_peak = np.zeros(2)
             self.block_fill = 0
 
