@@ -68,6 +68,9 @@ class MonitorConfig:
     curve_clients: str | None = None
     insecure: bool = False
     precision: str = "auto"  # network arithmetic: float32, bfloat16, or auto (the faster here)
+    # Window analysis in a worker process of its own (one torch thread), so ingest and inference
+    # each have a core; false runs it in a thread of the daemon process.
+    inference_process: bool = True
     # Reliability: bounds and timeouts.
     max_frame_bytes: int = MAX_FRAME_BYTES  # larger ZeroMQ messages / MQTT payloads are refused
     shed_after_s: float = 4.0  # under overload, due windows the classifier cannot reach in this long are shed

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from classifier.inference import MLECGClassifier, ModelUnavailableError
 from classifier.rules import RuleBasedClassifier
 from monitor.alarm_bus import AlarmBus
+from monitor.analysis_worker import AnalysisProcess, ClassifierSpec, WorkerMismatchError, WorkerUnavailableError
 from monitor.clock import Clock, SystemClock
 from monitor.config import MonitorConfig
 from monitor.core.analysis import WindowJob, WindowResult, analyse
@@ -108,6 +109,7 @@ class Monitor:
         self._ctx: zmq.asyncio.Context | None = None
         self._bus: AlarmBus | None = None
         self._mqtt_sinks: list[AlarmSink] = []
+        self._process: AnalysisProcess | None = None
         self._telemetry_sinks: list[TelemetrySink] = []
         self._rate: float | None = None  # windows per second the worker manages
         self._heartbeat = self.clock.monotonic()
@@ -115,6 +117,11 @@ class Monitor:
         self._ratelog = RateLimitedLog(log, self.clock.monotonic)
         self._frame_counters: dict[str, Any] = {}
         self.metrics.worker_heartbeat_age.set_function(lambda: self.clock.monotonic() - self._heartbeat)
+
+    @property
+    def analysis_pid(self) -> int | None:
+        """The analysis worker process, if analysis runs in one (for CPU accounting)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def streams(self) -> dict[str, Bedside]:
@@ -126,6 +133,7 @@ class Monitor:
     async def __aenter__(self) -> Self:
         cfg = self.config
         loop = asyncio.get_running_loop()
+        injected = self.classifier is not None
         if self.classifier is None:
             if cfg.rules_only:
                 self.classifier = self.rules
@@ -156,6 +164,8 @@ class Monitor:
                 "sha256": (getattr(clf, "weights_sha256", None) or "-")[:12],
             }
         )
+        if cfg.inference_process and not injected and isinstance(clf, MLECGClassifier) and clf.source == "ml":
+            await self._start_process(clf)
         try:
             await self._open(cfg)
         except BaseException:
@@ -168,6 +178,16 @@ class Monitor:
             self.model_version,
         )
         return self
+
+    async def _start_process(self, clf: MLECGClassifier) -> None:
+        """The analysis worker process; if it cannot start, the daemon analyses in a thread (slower,
+        never silent), and says so."""
+        spec = ClassifierSpec(self.config.model_path, clf.precision, self.detection.rule_thresholds())
+        proc = AnalysisProcess(spec, expect=(clf.source, clf.version))
+        try:
+            self._process = await self._stack.enter_async_context(proc)
+        except (OSError, TimeoutError, WorkerMismatchError) as exc:
+            log.error("analysis process not started (%s); analysing in a thread of the daemon instead", exc)
 
     async def _open(self, cfg: MonitorConfig) -> None:
         self._ctx = zmq.asyncio.Context()
@@ -321,6 +341,8 @@ class Monitor:
         log.info("monitor stopped")
 
     async def _close_all(self) -> None:
+        if self._process is not None and self._force:
+            self._process.close(kill=True)  # a hung batch must not hold up the exit
         await _quietly(self._ingest_stack.aclose(), "closing ingest")
         await _quietly(self._stack.aclose(), "closing alarm sinks")
         if self._ctx is not None:
@@ -421,7 +443,7 @@ class Monitor:
         t = time.perf_counter()
         self._batch_started = self.clock.monotonic()
         try:
-            results = await loop.run_in_executor(self._executor, analyse, jobs, clf)
+            results = await self._analyse(loop, jobs, clf)
         except Exception as exc:
             self.metrics.window_errors.labels("classifier").inc(len(jobs))
             self._ratelog.log(
@@ -447,6 +469,20 @@ class Monitor:
         now = self.clock.monotonic()
         for r in results:
             self._apply(r, now)
+
+    async def _analyse(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[WindowJob], clf: MLECGClassifier | RuleBasedClassifier
+    ) -> list[WindowResult]:
+        """In the analysis process when there is one; in the daemon's thread while it restarts."""
+        if self._process is not None:
+            try:
+                return await self._process.run(jobs)
+            except WorkerUnavailableError as exc:
+                self.metrics.worker_restarts.set(self._process.restarts)
+                self._ratelog.log(
+                    logging.WARNING, "process", f"{exc}: windows are analysed in the daemon meanwhile (slower)"
+                )
+        return await loop.run_in_executor(self._executor, analyse, jobs, clf)
 
     def _apply(self, r: WindowResult, now: float) -> None:
         try:

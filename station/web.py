@@ -105,7 +105,7 @@ class StationApp:
 
     async def ws(self, ws: WebSocket) -> None:
         await ws.accept()
-        view: dict[str, Any] = {"page": 0, "per_page": PER_PAGE, "q": "", "alarms_first": True}
+        view: dict[str, Any] = {"page": 0, "per_page": PER_PAGE, "q": "", "alarms_first": True, "seq": 0}
         sent_chunk: dict[str, int] = {}
         # A new page starts with the recent alarm list, then only what is new.
         last_alarm = max(0, self.state.alarm_seq - 50)
@@ -120,6 +120,7 @@ class StationApp:
                         view["per_page"] = min(MAX_PER_PAGE, max(1, int(v.get("per_page", view["per_page"]))))
                         view["q"] = str(v.get("q", view["q"]))[:64]
                         view["alarms_first"] = bool(v.get("alarms_first", view["alarms_first"]))
+                        view["seq"] = int(v.get("seq", view["seq"]))
 
         reader = asyncio.create_task(receive())
         try:
@@ -146,6 +147,7 @@ class StationApp:
                         {
                             "type": "tick",
                             "page": page,
+                            "view_seq": view["seq"],
                             "per_page": view["per_page"],
                             "matching": matching,
                             "beds_total": len(self.state.beds),

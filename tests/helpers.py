@@ -40,6 +40,9 @@ async def running_monitor(classifier: object = None, **overrides: object) -> Asy
         "alarms": (f"tcp://127.0.0.1:{zout}",),
         "metrics_port": 0,
         "console": False,
+        # Analysis in a thread: a worker process costs seconds to start per test. The process
+        # itself is tested in tests/test_analysis_process.py and by every CLI-started daemon.
+        "inference_process": False,
     }
     kw.update(overrides)
     cfg = MonitorConfig(**kw)  # type: ignore[arg-type]

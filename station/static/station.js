@@ -9,7 +9,7 @@ const KEEP_S = 10.0;     // samples kept per bed
 const MV_SPAN = 3.0;     // mV from the bottom to the top of a tile's canvas
 const MAX_ALARMS = 200;  // alarm list length on the page
 
-const view = { page: 0, per_page: 64, q: "", alarms_first: true };
+const view = { page: 0, per_page: 64, q: "", alarms_first: true, seq: 0 };
 const beds = new Map();  // id -> {el, canvas, t: [], v: [], tEnd, recvAt, info}
 let ws = null;
 let ticks = 0;
@@ -33,6 +33,7 @@ function setConn(up) {
 }
 
 function sendView() {
+  view.seq += 1;  // ticks answering an older request must not undo this one (fast clicks)
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ view }));
 }
 
@@ -68,7 +69,7 @@ function onTick(m) {
     if (!shown.has(id)) { bed.el.remove(); beds.delete(id); }
   }
   const pages = Math.max(1, Math.ceil(m.matching / m.per_page));
-  view.page = m.page;
+  if (m.view_seq === view.seq) view.page = m.page;  // the server may clamp the page (beds left)
   $("pageinfo").textContent = `page ${m.page + 1}/${pages} · ${m.matching} of ${m.beds_total} beds`;
   $("sources").innerHTML = "";
   for (const s of m.sources) {
