@@ -60,9 +60,11 @@ def _describe() -> tuple[str, str, str]:
     return _CLASSIFIER.source, _CLASSIFIER.version, _CLASSIFIER.precision
 
 
-def _analyse(jobs: list[WindowJob]) -> list[WindowResult]:
+def _analyse(jobs: list[WindowJob]) -> tuple[list[WindowResult], float]:
+    """The results, and the CPU seconds the child spent on them (how busy the worker is)."""
     assert _CLASSIFIER is not None
-    return analyse(jobs, _CLASSIFIER)
+    t = time.process_time()
+    return analyse(jobs, _CLASSIFIER), time.process_time() - t
 
 
 #: After a failed start, the next try waits this long.
@@ -84,6 +86,9 @@ class AnalysisProcess:
         self.spec = spec
         self.expect = expect  # (source, version) the daemon's own classifier has
         self.restarts = 0
+        #: CPU seconds the child spent analysing, and wall seconds batches took end to end.
+        self.busy_s = 0.0
+        self.round_trip_s = 0.0
         self.info: tuple[str, str, str] | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._restart_task: asyncio.Task[None] | None = None
@@ -146,14 +151,18 @@ class AnalysisProcess:
             self._restart()
             raise WorkerUnavailableError("the analysis process is restarting")
         loop = asyncio.get_running_loop()
+        t = time.perf_counter()
         try:
-            return await loop.run_in_executor(self._pool, _analyse, jobs)
+            results, busy = await loop.run_in_executor(self._pool, _analyse, jobs)
         except BrokenProcessPool:
             self.restarts += 1
             log.error("the analysis process died; starting a new one (restart %d)", self.restarts)
             self.close(kill=True)
             self._restart()
             raise WorkerUnavailableError("the analysis process died") from None
+        self.busy_s += busy
+        self.round_trip_s += time.perf_counter() - t
+        return results
 
     def _restart(self) -> None:
         if self._restart_task is None or self._restart_task.done():

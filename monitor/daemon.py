@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from classifier.inference import MLECGClassifier, ModelUnavailableError
 from classifier.rules import RuleBasedClassifier
 from monitor.alarm_bus import AlarmBus
-from monitor.analysis_worker import AnalysisProcess, ClassifierSpec, WorkerMismatchError, WorkerUnavailableError
+from monitor.analysis_worker import AnalysisProcess, ClassifierSpec, WorkerUnavailableError
 from monitor.clock import Clock, SystemClock
 from monitor.config import MonitorConfig
 from monitor.core.analysis import WindowJob, WindowResult, analyse
@@ -113,7 +113,8 @@ class Monitor:
         self._telemetry_sinks: list[TelemetrySink] = []
         self._rate: float | None = None  # windows per second the worker manages
         self._heartbeat = self.clock.monotonic()
-        self._batch_started: float | None = None
+        self._batch_started: dict[int, float] = {}  # lane -> when its batch began
+        self._lanes = 1
         self._ratelog = RateLimitedLog(log, self.clock.monotonic)
         self._frame_counters: dict[str, Any] = {}
         self.metrics.worker_heartbeat_age.set_function(lambda: self.clock.monotonic() - self._heartbeat)
@@ -186,7 +187,7 @@ class Monitor:
         proc = AnalysisProcess(spec, expect=(clf.source, clf.version))
         try:
             self._process = await self._stack.enter_async_context(proc)
-        except (OSError, TimeoutError, WorkerMismatchError) as exc:
+        except (OSError, TimeoutError, RuntimeError) as exc:  # BrokenProcessPool, WorkerMismatchError
             log.error("analysis process not started (%s); analysing in a thread of the daemon instead", exc)
 
     async def _open(self, cfg: MonitorConfig) -> None:
@@ -418,6 +419,13 @@ class Monitor:
     # -- inference ----------------------------------------------------------------------
 
     async def _worker(self) -> None:
+        """The inference lanes. With an analysis process, two batches are in flight: the child
+        analyses one while this process sends the next and applies the last, so neither waits."""
+        lanes = 2 if self._process is not None else 1
+        self._lanes = lanes
+        await asyncio.gather(*(self._lane(k) for k in range(lanes)))
+
+    async def _lane(self, lane: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._heartbeat = self.clock.monotonic()
@@ -431,17 +439,17 @@ class Monitor:
                 jobs = self.ward.take_due(self.config.max_batch, self.clock.monotonic(), self._rate)
                 if not jobs:
                     break
-                await self._classify(loop, jobs)
+                await self._classify(loop, jobs, lane)
                 self._heartbeat = self.clock.monotonic()
             if self._stopping:
                 return
 
-    async def _classify(self, loop: asyncio.AbstractEventLoop, jobs: list[WindowJob]) -> None:
+    async def _classify(self, loop: asyncio.AbstractEventLoop, jobs: list[WindowJob], lane: int = 0) -> None:
         """One batch: the classifier, or the rules if it fails; a failing window never stops the rest."""
         clf = self.classifier
         assert clf is not None
         t = time.perf_counter()
-        self._batch_started = self.clock.monotonic()
+        self._batch_started[lane] = self.clock.monotonic()
         try:
             results = await self._analyse(loop, jobs, clf)
         except Exception as exc:
@@ -459,12 +467,12 @@ class Monitor:
                 self._ratelog.log(logging.ERROR, "rules", f"rules failed too ({type(exc2).__name__}: {exc2})")
                 return
         finally:
-            self._batch_started = None
+            self._batch_started.pop(lane, None)
         elapsed = time.perf_counter() - t
         self.metrics.inference_latency.observe(elapsed)
         self.metrics.batch_size.observe(len(jobs))
         if len(jobs) >= RATE_MIN_BATCH:  # a small batch says how much was due, not what can be done
-            rate = len(jobs) / max(elapsed, 1e-3)
+            rate = self._lanes * len(jobs) / max(elapsed, 1e-3)  # lanes overlap: each batch waits for the other
             self._rate = rate if self._rate is None else (1 - RATE_WEIGHT) * self._rate + RATE_WEIGHT * rate
         now = self.clock.monotonic()
         for r in results:
@@ -543,7 +551,7 @@ class Monitor:
                 self._publish(self.ward.on_tick(self.clock.monotonic()))
             except Exception as exc:
                 self._ratelog.log(logging.ERROR, "housekeeping", f"housekeeping failed ({exc})", exc_info=True)
-            started = self._batch_started
+            started = min(self._batch_started.values(), default=None)
             if started is not None and self.clock.monotonic() - started > self.config.worker_stall_s:
                 self._force = True  # do not wait for the hung thread on the way out
                 raise RuntimeError(

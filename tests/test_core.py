@@ -437,3 +437,45 @@ def test_no_af_alarm_while_vt_alarm_stands() -> None:
     assert b.got("VTACH", "resolved") and len(b.got("AF")) == 1
     vt_end = b.got("VTACH", "resolved")[0].detected_time
     assert b.got("AF")[0].detected_time - vt_end >= 20.0  # AF lasted 30 s, its windows 10 s long
+
+
+def _due_times(b: Bed, x: np.ndarray, verdict: str = "NORMAL") -> list[float]:
+    """Feed ``x`` frame by frame; at each due window hand back ``verdict`` at 0.95. Stream times due."""
+    due: list[float] = []
+    for a in range(0, x.shape[1] - N + 1, N):
+        f = b.frame(x[:, a : a + N])
+        out = b.ward.on_frame(f, b.wall)
+        b.seq, b.t, b.wall = f.seq + 1, f.t0 + f.duration, b.wall + f.duration
+        if out.due and b.sid in b.ward.beds:
+            due.append(b.t)
+            b.result(verdict, 0.95)
+    return due
+
+
+def test_a_calm_bed_is_checked_every_4_s_and_a_fast_rate_brings_back_2_s() -> None:
+    b = Bed(ward())
+    due = _due_times(b, beat_train(40, rr_s=0.8))  # 75 bpm, steady, confident NORMAL
+    steps = np.diff(due[3:])
+    assert np.allclose(steps, 4.0, atol=0.25), steps
+    # VT-like: 160 bpm. Within a few beats the tracker sees it, and the hop is 2 s again.
+    start = b.t
+    fast = _due_times(b, beat_train(12, rr_s=0.375, seed=1))
+    assert fast and fast[0] - start <= 4.0
+    assert np.all(np.diff(fast[1:]) <= 2.1), np.diff(fast)
+
+
+def test_an_irregular_rate_is_not_calm() -> None:
+    rng = np.random.default_rng(2)
+    b = Bed(ward())
+    x = np.concatenate([beat_train(0.6 + 0.5 * rng.random(), rr_s=5.0, seed=k) for k in range(50)], axis=1)
+    steps = np.diff(_due_times(b, x)[3:])  # AF-like R-R (0.6-1.1 s): every 2 s, calm only by rare chance
+    # A chance run of 8 steady R-R intervals makes it calm for one step now and then; AF needs 30 s
+    # to alarm anyway. Most steps stay at 2 s.
+    assert float(np.median(steps)) == pytest.approx(2.0, abs=0.1), steps
+    assert np.mean(steps > 2.1) <= 0.25, steps
+
+
+def test_calm_hop_equal_to_hop_turns_it_off() -> None:
+    b = Bed(ward(calm_hop_s=2.0))
+    due = _due_times(b, beat_train(30, rr_s=0.8))
+    assert np.allclose(np.diff(due[3:]), 2.0, atol=0.25)

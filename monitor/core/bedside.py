@@ -127,11 +127,20 @@ class Bedside:
         )
         if obs is not None:
             alarms += self._observe(PAUSE, obs, now)
-        hop = cfg.suspect_hop_s if self.suspect else cfg.hop_s
+        hop = cfg.suspect_hop_s if self.suspect else cfg.calm_hop_s if self._calm(st) else cfg.hop_s
         if st.buffer.total - self.last_eval_total >= hop * MODEL_FS:
             self.last_eval_total = st.buffer.total
             out.due = st.valid_samples >= MIN_WINDOW_S * MODEL_FS
         return out
+
+    def _calm(self, st: StreamState) -> bool:
+        """Nothing to watch closely: a confident NORMAL, no rhythm alarm, slow steady beats now."""
+        if self.current != "NORMAL" or self.confidence < self.config.suspect_below:
+            return False
+        if any(self.trackers[e].active for e in (VTACH, AF, PAUSE) if e in self.trackers):
+            return False
+        rate = st.pause.rate_bpm()
+        return rate < self.config.calm_below_bpm and st.pause.steady()
 
     def take_window(self) -> WindowJob | None:
         """The window to classify now: the newest gap-free ``window_s``, or None while filling."""

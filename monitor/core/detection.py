@@ -30,6 +30,13 @@ class DetectionConfig:
     suspect_hop_divisor: int = 4
     #: A NORMAL verdict less confident than this makes the bed a suspect.
     suspect_below: float = 0.8
+    #: A calm bed (last verdict a confident NORMAL, no rhythm alarm, and the per-frame beat
+    #: tracker seeing a steady rate under ``calm_below_bpm``) is classified every ``calm_hop_s``
+    #: instead: most beds are calm, and they cost half. The moment the tracker sees a fast or
+    #: irregular rate (VT, VF, AF, noise), the bed is back on ``hop_s``, so a VT is not waited
+    #: for. ``calm_hop_s`` equal to ``hop_s`` turns this off.
+    calm_hop_s: float = 4.0
+    calm_below_bpm: float = 100.0
     #: Length of the window handed to the classifier.
     window_s: float = 10.0
     #: Ring buffer per bed.
@@ -58,6 +65,8 @@ class DetectionConfig:
         _check(0.1 <= self.hop_s <= 10.0, "hop_s", "must be 0.1-10 s")
         _check(1 <= self.suspect_hop_divisor <= 16, "suspect_hop_divisor", "must be 1-16")
         _check(0.0 <= self.suspect_below <= 1.0, "suspect_below", "must be 0-1")
+        _check(self.hop_s <= self.calm_hop_s <= 4 * self.hop_s, "calm_hop_s", "must be hop_s to 4 x hop_s")
+        _check(40.0 <= self.calm_below_bpm <= 200.0, "calm_below_bpm", "must be 40-200 bpm")
         _check(10.0 <= self.buffer_s <= 600.0, "buffer_s", "must be 10-600 s")
         _check(
             MIN_WINDOW_S <= self.window_s <= min(MAX_WINDOW_S, self.buffer_s),

@@ -7,6 +7,7 @@ classifier's own R-R gap check takes the same threshold from ``DetectionConfig``
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,8 @@ _LEVEL_EVERY = 8
 _LEARN_BLOCKS = 15
 #: A slope above this fraction of the QRS level is a QRS hit.
 _HIT_FRACTION = 0.35
+#: The beat rate that paces a calm bed's evaluations is the median over this many R-R intervals.
+_RATE_BEATS = 8
 #: Blocks once the open gap is this long (s) no longer feed the level, so a pause cannot lower it.
 _LEVEL_FREEZE_GAP_S = 1.5
 
@@ -71,8 +74,27 @@ class PauseTracker:
     closed_gap: float = 0.0  # longest onset-to-onset gap that ended in the latest frame, s
     closed_at: float = 0.0  # when that gap ended (the onset of the QRS that closed it)
     usable: NDArray[np.bool_] = field(default_factory=lambda: np.ones(2, dtype=bool))
+    onsets: deque[float] = field(default_factory=lambda: deque(maxlen=_RATE_BEATS + 1))  # latest QRS onsets
+
+    def rate_bpm(self) -> float:
+        """Heart rate from the latest QRS onsets (median R-R), or NaN while too few are seen.
+        (A slowing to a pause is the PAUSE rule's business, judged on every frame.)"""
+        if len(self.onsets) < 4:
+            return float("nan")
+        rr = np.diff(np.asarray(self.onsets))
+        med = float(np.median(rr))
+        return 60.0 / max(med, 1e-3)
+
+    def steady(self, tolerance: float = 0.15) -> bool:
+        """The latest R-R intervals within ``tolerance`` of their median (not AF, not ectopy runs)."""
+        if len(self.onsets) < 4:
+            return False
+        rr = np.diff(np.asarray(self.onsets))
+        med = float(np.median(rr))
+        return bool(np.all(np.abs(rr - med) <= tolerance * med))
 
     def reset(self) -> None:
+        self.onsets.clear()
         self.prev = None
         self.n_max = 0
         self.block_peak = np.zeros(2)
@@ -129,6 +151,7 @@ class PauseTracker:
                 if onset is not None and t - onset > self.closed_gap:
                     self.closed_gap, self.closed_at = t - onset, t
                 onset = t
+                self.onsets.append(t)
             last = t
         self.last_beat_t, self.last_hit_t = onset, last
 
