@@ -137,3 +137,28 @@ def test_sharding_is_stable_and_partitions() -> None:
     assert all(len(o) == 1 for o in owners)
     assert shard_of("bed-1", 3) == shard_of("bed-1", 3)
     assert len({o[0] for o in owners}) == 3
+
+
+def test_batched_lead_quality_matches_the_per_lead_verdicts() -> None:
+    import numpy as np
+
+    from monitor.core.quality import LeadQuality, lead_quality, lead_quality_batch
+
+    rng = np.random.default_rng(5)
+    n = 1280
+    t = np.arange(n) / 128.0
+    ecg = (np.sin(2 * np.pi * 1.2 * t) ** 31).astype(np.float64)
+    leads = {
+        "ok": ecg,
+        "flat": np.full(n, 0.2),
+        "noise": rng.normal(0, 1.0, n),
+        "saturated": np.where(ecg > 0.5, 12.0, ecg * 0 + 12.0 * (rng.random(n) < 0.5)),
+        "huge": ecg * 20,
+        "nan": np.where(rng.random(n) < 0.7, np.nan, ecg),
+        "some_nan": np.where(np.arange(n) < 100, np.nan, ecg),
+    }
+    names = list(leads)
+    wins = np.stack([np.stack([leads[a], leads[b]]) for a in names for b in names])
+    want = [(lead_quality(w[0], 128.0), lead_quality(w[1], 128.0)) for w in wins]
+    assert lead_quality_batch(wins, 128.0) == want
+    assert {q for pair in want for q in pair} >= {LeadQuality.OK, LeadQuality.FLAT, LeadQuality.NOISY, LeadQuality.MISSING}

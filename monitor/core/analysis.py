@@ -13,7 +13,7 @@ from classifier.constants import MODEL_FS
 from classifier.inference import MLECGClassifier
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
-from monitor.core.quality import LeadQuality, lead_quality, usable
+from monitor.core.quality import LeadQuality, lead_quality_batch, usable
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +41,25 @@ class WindowResult:
         return self.job.t_start + self.result.event_index / MODEL_FS
 
 
+def _qualities(jobs: list[WindowJob]) -> list[tuple[LeadQuality, LeadQuality]]:
+    """Lead quality of every window, batched by window length."""
+    out: list[tuple[LeadQuality, LeadQuality]] = [(LeadQuality.MISSING, LeadQuality.MISSING)] * len(jobs)
+    by_len: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs):
+        by_len.setdefault(job.signal.shape[1], []).append(i)
+    for idx in by_len.values():
+        qs = lead_quality_batch(np.stack([jobs[i].signal for i in idx]), MODEL_FS)
+        for i, q in zip(idx, qs, strict=True):
+            out[i] = q
+    return out
+
+
 def analyse(jobs: list[WindowJob], classifier: MLECGClassifier | RuleBasedClassifier) -> list[WindowResult]:
     """Judge lead quality per window, then classify all windows with usable leads in one batch."""
-    qualities: list[tuple[LeadQuality, LeadQuality]] = []
     todo: list[tuple[int, NDArray[np.float64], NDArray[np.bool_]]] = []
+    qualities = _qualities(jobs)
     for i, job in enumerate(jobs):
-        q = (lead_quality(job.signal[0], MODEL_FS), lead_quality(job.signal[1], MODEL_FS))
-        qualities.append(q)
+        q = qualities[i]
         ok = np.array([usable(q[0]), usable(q[1])])
         if ok.any():
             todo.append((i, job.signal.astype(np.float64), ok))

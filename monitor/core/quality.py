@@ -51,3 +51,43 @@ def lead_quality(x: NDArray[np.floating], fs: float) -> LeadQuality:
 
 def usable(q: LeadQuality) -> bool:
     return q is LeadQuality.OK
+
+
+def lead_quality_batch(x: NDArray[np.floating], fs: float) -> list[tuple[LeadQuality, LeadQuality]]:
+    """``lead_quality`` of both leads of many (B, 2, n) windows, with the same verdicts, in a few
+    array operations instead of a dozen per lead (the analysis path runs 500 windows a second).
+    Windows holding any NaN take the per-lead path."""
+    xa = np.asarray(x, dtype=np.float64)
+    b = xa.shape[0]
+    out: list[tuple[LeadQuality, LeadQuality]] = [(LeadQuality.OK, LeadQuality.OK)] * b
+    if b == 0:
+        return out
+    has_nan = np.isnan(xa).any(axis=(1, 2))
+    clean = np.flatnonzero(~has_nan)
+    if clean.size:
+        c = xa[clean]
+        lo, hi = np.percentile(c, [1.0, 99.0], axis=-1)
+        rng = hi - lo
+        top = np.max(np.abs(c), axis=-1)
+        rail = np.mean(np.abs(np.abs(c) - top[..., None]) < 1e-3, axis=-1) > 0.1
+        # moving average of width 5, centred, edges held (as classifier.dsp.moving_average)
+        cs = np.cumsum(np.concatenate([np.zeros((*c.shape[:-1], 1)), c], axis=-1), axis=-1)
+        ma = (cs[..., 5:] - cs[..., :-5]) / 5.0
+        ma = np.concatenate([np.repeat(ma[..., :1], 2, axis=-1), ma, np.repeat(ma[..., -1:], 2, axis=-1)], axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.std(c - ma, axis=-1) / rng
+        for k, i in enumerate(clean.tolist()):
+            q: list[LeadQuality] = []
+            for lead in range(2):
+                if rng[k, lead] < FLAT_MV:
+                    q.append(LeadQuality.FLAT)
+                elif top[k, lead] >= SATURATION_MV and rail[k, lead]:
+                    q.append(LeadQuality.SATURATED)
+                elif rng[k, lead] > 8.0 or (c.shape[-1] > 10 and ratio[k, lead] > NOISE_RATIO):
+                    q.append(LeadQuality.NOISY)
+                else:
+                    q.append(LeadQuality.OK)
+            out[i] = (q[0], q[1])
+    for i in np.flatnonzero(has_nan).tolist():
+        out[i] = (lead_quality(xa[i, 0], fs), lead_quality(xa[i, 1], fs))
+    return out
