@@ -211,7 +211,8 @@ def capacity(sizes: list[int], seconds: float, patients_at: dict[int, int] | Non
     out = []
     for n in sizes:
         pts = (patients_at or {}).get(n, 0)
-        r = asyncio.run(_capacity_point(n, seconds, pts))
+        # With scenario patients the run is longer, so enough VT and pause episodes happen.
+        r = asyncio.run(_capacity_point(n, 2 * seconds if pts else seconds, pts))
         r["real_time"] = bool(
             r["lag_p95_s"] < 1.0 and r["skipped_frac"] < 0.01 and r["frames"] >= 0.999 * r["expected_frames"]
         )
@@ -512,8 +513,8 @@ def run_bench(out: str = "reports/bench.md", quick: bool = False) -> dict[str, A
     res["simulator"] = simulator_rate(100 if quick else 500)
     res["memory"] = memory_per_stream(200 if quick else 1000)
     log.info("bench: capacity")
-    sizes = [20, 50] if quick else [250, 500, 750, 1000, 1250]
-    res["capacity"] = capacity(sizes, 20.0 if quick else 60.0, {sizes[-2]: 4 if quick else 24})
+    sizes = [20, 50] if quick else [250, 500, 1000, 1250, 1500]
+    res["capacity"] = capacity(sizes, 20.0 if quick else 60.0, {sizes[-3 if not quick else -1]: 4 if quick else 24})
     log.info("bench: latency (simulated)")
     res["latency_sim"] = asyncio.run(_latency_sim(60.0 if quick else 600.0, 4 if quick else 12, 10.0 if quick else 6.0))
     have_data = (data_dir() / "mitdb").is_dir()

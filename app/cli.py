@@ -433,9 +433,21 @@ def cmd_pack_data(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    _setup_logging(a.log_level)
+    if a.sources:
+        from classifier.training.system_eval import run as system_eval
+
+        if a.model or a.update_card or a.split != "test":
+            raise UsageError(
+                "--sources evaluates the shipped classifier on the test splits; no --model/--update-card/--split"
+            )
+        try:
+            system_eval(Path(a.out) / "evaluation_sources.md", Path(a.data) if a.data else None, quick=a.quick)
+        except FileNotFoundError as exc:
+            raise UsageError(f"{exc} (the PhysioNet folder: set ECG_DATA_DIR)") from None
+        return 0
     from classifier.training.evaluate import evaluate
 
-    _setup_logging(a.log_level)
     try:
         evaluate(model_path=a.model, out_dir=a.out, data_dir=a.data, update_card=a.update_card, split=a.split)
     except FileNotFoundError as exc:
@@ -574,7 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("station", help="central station: a live web page of every bed of one or more daemons")
     st.add_argument(
-        "--from", dest="source", action="append", type=_url, help="daemon alarm URL, repeatable (default tcp://127.0.0.1:5556)"
+        "--from",
+        dest="source",
+        action="append",
+        type=_url,
+        help="daemon alarm URL, repeatable (default tcp://127.0.0.1:5556)",
     )
     st.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT to serve the page on (default 127.0.0.1:8080)")
     st.add_argument("--insecure", action="store_true", help="allow a non-loopback --http (the page has no login)")
@@ -637,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data")
     e.add_argument("--split", default="test", choices=["test", "val"])
     e.add_argument("--update-card", action="store_true", help="write the test figures into the model card")
+    e.add_argument(
+        "--sources",
+        action="store_true",
+        help="cross-source system evaluation: every source through the per-bed core, targets met or missed "
+        "(writes evaluation_sources.md)",
+    )
+    e.add_argument("--quick", action="store_true", help="with --sources: a small subset of each source (smoke run)")
     e.set_defaults(func=cmd_evaluate)
 
     af = sub.add_parser(
