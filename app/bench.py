@@ -475,6 +475,31 @@ def simulator_rate(patients: int, frames: int = 25) -> dict[str, Any]:
 # -- report -----------------------------------------------------------------------------
 
 
+def _spin(n: int, q: Any) -> None:
+    t = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    q.put(time.perf_counter() - t)
+
+
+def parallel_efficiency(n: int = 20_000_000) -> float:
+    """How much two busy processes get done at once against one alone (2.0 = two full cores).
+    Cloud vCPUs may be hyperthreads of one core: then 'both cores' buys far less than twice."""
+    q: Any = mp.Queue()
+    p = mp.Process(target=_spin, args=(n, q))
+    p.start()
+    p.join()
+    alone = q.get()
+    ps = [mp.Process(target=_spin, args=(n, q)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    together = [q.get(), q.get()]
+    return float(sum(alone / t for t in together))
+
+
 def _machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -495,6 +520,7 @@ def _machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "two_process_throughput": parallel_efficiency(),
     }
 
 
@@ -638,6 +664,11 @@ def _per_core(res: dict[str, Any], best: dict[str, Any] | None, inf: dict[str, A
         f"CPU: {m['cpu']} ({m['cores']} cores); measured float32 matmul peak {peak / 1e9:.0f} GFLOP/s on "
         f"{inf.get('threads')} threads; network precision chosen: {res['capacity'][-1].get('precision', '-')}.",
     ]
+    if "two_process_throughput" in m:
+        out.append(
+            f"Two busy processes at once get {m['two_process_throughput']:.2f}x the work of one alone done "
+            "(2.00 would be two full cores): what 'both cores' can buy on this machine."
+        )
     if best is not None:
         cores = best["daemon_cpu_cores"]
         out.append(
