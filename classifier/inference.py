@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from classifier.af import AfRhythmModel, AfVerdict
 from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, SEGMENT_S, EventType
 from classifier.decision import decide
+from classifier.lead_check import contradicts_vt
 from classifier.preprocess import fit_length, lead_is_flat, normalize_batch, segment_starts, to_model_rate
 from classifier.qrs import detect_qrs
 from classifier.result import Classification
@@ -346,6 +347,11 @@ class MLECGClassifier:
             rhythm = f"rhythm: {'AF' if af.af else 'not AF'} ({af.explanation}); "
             if af.af:
                 found.append((EVENT_PRIORITY["AF"], "AF", af.probability, 0, len(starts)))
+        if any(f[1] == "VTACH" for f in found):
+            ordinary = contradicts_vt(p["sig"], p["usable"], MODEL_FS)
+            if ordinary is not None:  # artefact, not VT: another lead shows the patient's own rhythm
+                found = [f for f in found if f[1] != "VTACH"]
+                rhythm += f"VTACH from the model set aside: {ordinary.explain()}; "
         if not found:
             conf = float(probs[:, 0].min())
             # Say so when some segments did call an event that failed the persistence rule.

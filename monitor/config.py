@@ -36,6 +36,7 @@ class MonitorConfig:
     metrics_port: int = 9108  # 0 turns the metrics server off
     metrics_host: str = "127.0.0.1"
     hop_s: float = 2.0
+    calm_hop_s: float | None = None  # calm beds are classified this often; default 2 x hop_s (= hop_s: off)
     buffer_s: float = 90.0
     window_s: float = 10.0
     pause_threshold_s: float = 3.0
@@ -175,6 +176,7 @@ class MonitorConfig:
     def _detection(self) -> DetectionConfig:
         return DetectionConfig(
             hop_s=self.hop_s,
+            calm_hop_s=self.calm_hop_s if self.calm_hop_s is not None else 2.0 * self.hop_s,
             window_s=self.window_s,
             buffer_s=self.buffer_s,
             pause_threshold_s=self.pause_threshold_s,
@@ -295,6 +297,8 @@ def _typecheck(key: str, value: Any, annotation: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif ann == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif ann == "float | None":
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
     elif ann == "bool":
         ok = isinstance(value, bool)
     elif ann == "str":
@@ -314,7 +318,7 @@ def _from_env(annotation: Any, raw: str, key: str) -> Any:
     try:
         if ann == "int":
             return int(raw)
-        if ann == "float":
+        if ann in ("float", "float | None"):
             return float(raw)
         if ann == "bool":
             if raw.lower() in ("1", "true", "yes", "on"):

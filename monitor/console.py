@@ -113,7 +113,9 @@ def strip_panel(mon: MonitorView, width: int = 110) -> Text:
         return Text("")
     s = mon.recent_strips[-1]
     a = s.alarm
-    head = Text(f"strip {a.stream_id} {a.event} {a.state}, {s.duration:.0f} s to detection: ", style=STYLE.get(a.priority, ""))
+    head = Text(
+        f"strip {a.stream_id} {a.event} {a.state}, {s.duration:.0f} s to detection: ", style=STYLE.get(a.priority, "")
+    )
     return head + Text(sparkline(s.leads[0], width), style="green")
 
 
@@ -129,7 +131,9 @@ class Console:
         self._live: Live | None = None
 
     def render(self) -> Group:
-        return Group(Text(self.banner, style="bold"), stream_table(self.mon), alarm_table(self.mon), strip_panel(self.mon))
+        return Group(
+            Text(self.banner, style="bold"), stream_table(self.mon), alarm_table(self.mon), strip_panel(self.mon)
+        )
 
     async def __aenter__(self) -> Self:
         if self.enabled:

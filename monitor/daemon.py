@@ -224,7 +224,9 @@ class Monitor:
             )
             sinks.append(journal)
             sinks.append(
-                StripStore(strips_dir(cfg.journal), on_error=lambda kind: self.metrics.journal_errors.labels(kind).inc())
+                StripStore(
+                    strips_dir(cfg.journal), on_error=lambda kind: self.metrics.journal_errors.labels(kind).inc()
+                )
             )
         mqtt = cfg.mqtt_security()  # TLS files and the password (TlsError: "cannot start")
         for url in cfg.alarms:

@@ -47,7 +47,9 @@ class Metrics:
         )
         self.alarms = Counter("ecg_alarms", "Alarm messages published", ["event", "state"], registry=registry)
         self.worker_restarts = Gauge(
-            "ecg_analysis_process_restarts", "Times the analysis worker process died and was replaced", registry=registry
+            "ecg_analysis_process_restarts",
+            "Times the analysis worker process died and was replaced",
+            registry=registry,
         )
         self.strips = Counter("ecg_strips_published", "Alarm strips queued for the sinks", registry=registry)
         self.telemetry_dropped = Counter(

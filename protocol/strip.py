@@ -92,7 +92,9 @@ def _alarm_of(data: Any) -> Alarm:
 
 def _check_schema(data: dict[str, Any], kind: str) -> None:
     if data.get("kind") != kind or data.get("schema") != SCHEMA:
-        raise ValueError(f"not a {kind} message of schema {SCHEMA}: kind {data.get('kind')!r} schema {data.get('schema')!r}")
+        raise ValueError(
+            f"not a {kind} message of schema {SCHEMA}: kind {data.get('kind')!r} schema {data.get('schema')!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

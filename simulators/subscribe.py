@@ -242,7 +242,12 @@ async def subscribe(
         nonlocal n, done_at
         loop = asyncio.get_running_loop()
         async for m in messages_from(
-            opts.source, ready, kinds=kinds, mqtt=opts.mqtt, curve_server=opts.curve_server, curve_secret=opts.curve_secret
+            opts.source,
+            ready,
+            kinds=kinds,
+            mqtt=opts.mqtt,
+            curve_server=opts.curve_server,
+            curve_secret=opts.curve_secret,
         ):
             if isinstance(m, Strip):
                 if opts.on_strip is not None and m.strip_id in awaited:

@@ -113,7 +113,12 @@ class Station:
             self._tasks.append(self._tg.create_task(self._follow(feed), name=f"station-feed-{redact_url(feed.url)}"))
         self._tasks.append(self._tg.create_task(self._housekeeping(), name="station-housekeeping"))
         cfg = uvicorn.Config(
-            self.web.app, host=self.config.host, port=self.config.port, log_level="warning", lifespan="off", ws="websockets-sansio"
+            self.web.app,
+            host=self.config.host,
+            port=self.config.port,
+            log_level="warning",
+            lifespan="off",
+            ws="websockets-sansio",
         )
         self._server = uvicorn.Server(cfg)
         serving = self._tg.create_task(self._server.serve(), name="station-http")

@@ -59,7 +59,9 @@ class BedView:
             "rhythm": self.rhythm,
             "confidence": round(self.confidence, 2),
             "quality": list(self.quality),
-            "alarms": [{"event": e, "priority": p} for e, p in sorted(self.alarms.items(), key=lambda kv: -RANK[kv[1]])],
+            "alarms": [
+                {"event": e, "priority": p} for e, p in sorted(self.alarms.items(), key=lambda kv: -RANK[kv[1]])
+            ],
             "stale": now - self.last_seen > STALE_S,
         }
 

@@ -31,7 +31,7 @@ from protocol.alarm import Alarm
 from protocol.urls import parse_url, redact_url
 from protocol.wire import encode
 from simulators.sender import FrameSender
-from simulators.subscribe import alarms_from
+from simulators.subscribe import alarms_from, messages_from
 from tests.conftest import CLI, ROOT, free_port, wait_port
 from tests.helpers import running_monitor, wait_for
 
@@ -41,6 +41,7 @@ FS = 250.0
 MONITOR_PW = "Mon-s3cret-7f3a9c"
 VIEWER_PW = "View-s3cret-91b2e4"
 BED_PW = "Bed-s3cret-c0ffee"
+STATION_PW = "Stat-s3cret-5d1e22"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -108,7 +109,13 @@ class TlsBroker:
         self.exe = _mosquitto_binary()
         self.port = free_port()
         passwd = d / "passwd"
-        users = [("ecg-monitor", MONITOR_PW), ("ecg-viewer", VIEWER_PW), ("bed-1", BED_PW), ("bed-2", BED_PW)]
+        users = [
+            ("ecg-monitor", MONITOR_PW),
+            ("ecg-viewer", VIEWER_PW),
+            ("ecg-station", STATION_PW),
+            ("bed-1", BED_PW),
+            ("bed-2", BED_PW),
+        ]
         tool = shutil.which("mosquitto_passwd")
         if tool is None:
             pytest.fail("mosquitto_passwd is not installed (it comes with mosquitto)")
@@ -307,6 +314,28 @@ async def test_mqtts_end_to_end_with_custom_ca_client_cert_and_https_metrics(
             assert await wait_for(lambda: h.metric("ecg_frames_ingested_total", {"transport": "mqtt"}) >= 15, 10.0)
             # The bed falls silent: NO_SIGNAL travels daemon -> broker -> viewer, all over TLS.
             assert await wait_for(lambda: any(a.stream_id == "bed-1" and a.state == "onset" for a in got), 15.0), got
+            # The ECG behind the alarms (telemetry, strips) reaches a station user, never a plain viewer.
+            station_file = pki.dir / "station-pw"
+            station_file.write_text(STATION_PW + "\n")
+            seen: dict[str, list[object]] = {"ecg-station": [], "ecg-viewer": []}
+
+            async def telemetry(user: str, pw: Path) -> None:
+                sec = pki.security(pw)
+                async for m in messages_from(tls_broker.url(user), kinds=("telemetry",), mqtt=sec):
+                    seen[user].append(m)
+
+            readers = [
+                asyncio.create_task(telemetry("ecg-station", station_file)),
+                asyncio.create_task(telemetry("ecg-viewer", pki.viewer_pw)),
+            ]
+            try:
+                assert await wait_for(lambda: bool(seen["ecg-station"]), 10.0), "no telemetry for the station user"
+                await asyncio.sleep(1.5)
+            finally:
+                for t in readers:
+                    t.cancel()
+                await asyncio.gather(*readers, return_exceptions=True)
+            assert not seen["ecg-viewer"], "the ACL let a plain viewer read ECG telemetry"
         finally:
             viewer.cancel()
             await asyncio.gather(viewer, return_exceptions=True)

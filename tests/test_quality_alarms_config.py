@@ -161,4 +161,20 @@ def test_batched_lead_quality_matches_the_per_lead_verdicts() -> None:
     wins = np.stack([np.stack([leads[a], leads[b]]) for a in names for b in names])
     want = [(lead_quality(w[0], 128.0), lead_quality(w[1], 128.0)) for w in wins]
     assert lead_quality_batch(wins, 128.0) == want
-    assert {q for pair in want for q in pair} >= {LeadQuality.OK, LeadQuality.FLAT, LeadQuality.NOISY, LeadQuality.MISSING}
+    assert {q for pair in want for q in pair} >= {
+        LeadQuality.OK,
+        LeadQuality.FLAT,
+        LeadQuality.NOISY,
+        LeadQuality.MISSING,
+    }
+
+
+def test_calm_hop_follows_hop_unless_set() -> None:
+    from monitor.config import ConfigError, MonitorConfig
+
+    assert MonitorConfig().detection.calm_hop_s == 4.0
+    assert MonitorConfig(hop_s=10.0).detection.calm_hop_s == 20.0  # a long hop never conflicts
+    assert MonitorConfig(hop_s=0.5).detection.calm_hop_s == 1.0
+    assert MonitorConfig(calm_hop_s=2.0).detection.calm_hop_s == 2.0  # = hop_s: off
+    with pytest.raises(ConfigError, match="calm_hop_s"):
+        MonitorConfig(calm_hop_s=1.0)

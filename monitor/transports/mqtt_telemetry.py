@@ -88,7 +88,12 @@ class MqttTelemetrySink:
                 self._queue.clear()  # stale by the time the broker is back
                 delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
                 self._throttle.log(
-                    logging.WARNING, "lost", "MQTT telemetry %s: %s; retrying in %.2fs", self.endpoint, explain(exc), delay
+                    logging.WARNING,
+                    "lost",
+                    "MQTT telemetry %s: %s; retrying in %.2fs",
+                    self.endpoint,
+                    explain(exc),
+                    delay,
                 )
                 await asyncio.sleep(delay)
             finally:

@@ -69,7 +69,9 @@ class StripStore:
             try:
                 old.unlink(missing_ok=True)
             except OSError as e:
-                self._limited.log(logging.WARNING, "prune", "strip store %s: could not remove %s (%s)", self.folder, old, e)
+                self._limited.log(
+                    logging.WARNING, "prune", "strip store %s: could not remove %s (%s)", self.folder, old, e
+                )
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -194,5 +194,7 @@ class ZmqAlarmSink:
         )
         if fut.done():
             return not fut.cancelled() and fut.exception() is None
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieve, so a late error is never "unretrieved"
+        fut.add_done_callback(
+            lambda f: f.cancelled() or f.exception()
+        )  # retrieve, so a late error is never "unretrieved"
         return True
