@@ -152,13 +152,15 @@ class AnalysisProcess:
             raise WorkerUnavailableError("the analysis process is restarting")
         loop = asyncio.get_running_loop()
         t = time.perf_counter()
+        pool = self._pool
         try:
-            results, busy = await loop.run_in_executor(self._pool, _analyse, jobs)
+            results, busy = await loop.run_in_executor(pool, _analyse, jobs)
         except BrokenProcessPool:
-            self.restarts += 1
-            log.error("the analysis process died; starting a new one (restart %d)", self.restarts)
-            self.close(kill=True)
-            self._restart()
+            if self._pool is pool:  # the first batch to learn of this death handles it (two lanes)
+                self.restarts += 1
+                log.error("the analysis process died; starting a new one (restart %d)", self.restarts)
+                self.close(kill=True)
+                self._restart()
             raise WorkerUnavailableError("the analysis process died") from None
         self.busy_s += busy
         self.round_trip_s += time.perf_counter() - t
