@@ -19,7 +19,6 @@ source) go to ``reports/af_rr.md``.
 
 from __future__ import annotations
 
-import ast
 import csv
 import hashlib
 import json
@@ -38,7 +37,15 @@ from classifier.features import rr_irregularity
 from classifier.preprocess import lead_is_flat, to_model_rate
 from classifier.qrs import detect_qrs
 from classifier.rules import RuleThresholds
-from classifier.training.records import cache_dir, data_dir, list_records, load_record, split_of
+from classifier.training.records import (
+    cache_dir,
+    data_dir,
+    list_records,
+    load_record,
+    number_split,
+    ptbxl_records,
+    split_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +118,7 @@ def _cinc2017(length_s: float) -> Iterator[Row]:
     for rec_name, lab in rows:
         if not (root / f"{rec_name}.hea").exists():
             continue
-        k = int(rec_name[1:]) % 5
-        split = "test" if k == 0 else "val" if k == 1 else "train"
+        split = number_split(int(rec_name[1:]))
         rec = wfdb.rdrecord(str(root / rec_name))
         sig, _ = to_model_rate(np.asarray(rec.p_signal[:, 0], dtype=np.float64), None, float(rec.fs))
         beats = _beats(sig[:1])
@@ -126,22 +132,14 @@ def _ptbxl(length_s: float) -> Iterator[Row]:
 
     if length_s > 10.0:
         return
-    root = data_dir() / "ptbxl"
-    with open(root / "ptbxl_database.csv") as fh:
-        for r in csv.DictReader(fh):
-            path = root / r["filename_hr"]
-            if not path.with_suffix(".hea").exists():
-                continue
-            codes = ast.literal_eval(r["scp_codes"])
-            y = int(any(c in codes for c in ("AFIB", "AFLT")))
-            k = int(float(r["patient_id"])) % 5
-            split = "test" if k == 0 else "val" if k == 1 else "train"
-            rec = wfdb.rdrecord(str(path))
-            names = list(rec.sig_name)
-            lead = rec.p_signal[:, names.index("II") if "II" in names else 0]
-            sig, _ = to_model_rate(np.asarray(lead, dtype=np.float64), None, float(rec.fs))
-            beats = _beats(sig[:1])
-            yield "ptbxl", split, f"ptbxl/{r['patient_id']}", y, _row(beats, 0, sig.shape[1])
+    for r in ptbxl_records(data_dir()):
+        y = int(bool(r.codes & {"AFIB", "AFLT"}))
+        rec = wfdb.rdrecord(str(r.path))
+        names = list(rec.sig_name)
+        lead = rec.p_signal[:, names.index("II") if "II" in names else 0]
+        sig, _ = to_model_rate(np.asarray(lead, dtype=np.float64), None, float(rec.fs))
+        beats = _beats(sig[:1])
+        yield "ptbxl", r.split, f"ptbxl/{r.patient_id}", y, _row(beats, 0, sig.shape[1])
 
 
 def build(length_s: float) -> Windows:
@@ -348,7 +346,7 @@ def compare_on_cinc2017(af_model: Path) -> dict[str, dict[str, float | int]]:
         logging.getLogger("classifier.inference").setLevel(prev)
     root = data_dir() / "cinc2017"
     with open(root / "REFERENCE.csv") as fh:
-        rows = [r for r in csv.reader(fh) if len(r) == 2 and r[1] != "~" and int(r[0][1:]) % 5 == 0]
+        rows = [r for r in csv.reader(fh) if len(r) == 2 and r[1] != "~" and number_split(int(r[0][1:])) == "test"]
     calls: dict[str, list[bool]] = {k: [] for k in clfs}
     truth: list[bool] = []
     batch: list[tuple[NDArray[np.float64], None, float, None]] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import csv
 import logging
 import os
 from dataclasses import dataclass
@@ -55,6 +57,13 @@ def list_records(root: Path | None = None) -> list[str]:
     return out
 
 
+def number_split(n: int) -> str:
+    """'test' (n % 5 == 0), 'val' (1) or 'train': the split of every source without a fixed list
+    (svdb and CinC 2017 by record number, PTB-XL by patient id)."""
+    k = n % 5
+    return "test" if k == 0 else "val" if k == 1 else "train"
+
+
 def split_of(record: str) -> str:
     """'train', 'val' or 'test' for a record id; svdb records are split by their number."""
     if record in TEST_RECORDS:
@@ -63,9 +72,35 @@ def split_of(record: str) -> str:
         return "val"
     db, name = record.split("/")
     if db == "svdb" and name.isdigit():
-        k = int(name) % 5
-        return "test" if k == 0 else "val" if k == 1 else "train"
+        return number_split(int(name))
     return "train"
+
+
+@dataclass(frozen=True, slots=True)
+class PtbxlRecord:
+    """One PTB-XL record present on disk: its statements (``scp_codes`` keys) and its split."""
+
+    ecg_id: int
+    patient_id: int
+    path: Path  # without suffix, for wfdb.rdrecord
+    codes: frozenset[str]
+
+    @property
+    def split(self) -> str:
+        return number_split(self.patient_id)
+
+
+def ptbxl_records(root: Path) -> list[PtbxlRecord]:
+    """The PTB-XL records of ``root``/ptbxl that are on disk, from ``ptbxl_database.csv``."""
+    folder = root / "ptbxl"
+    out = []
+    with open(folder / "ptbxl_database.csv") as fh:
+        for r in csv.DictReader(fh):
+            path = folder / r["filename_hr"]
+            if path.with_suffix(".hea").exists():
+                codes = frozenset(ast.literal_eval(r["scp_codes"]))
+                out.append(PtbxlRecord(int(r["ecg_id"]), int(float(r["patient_id"])), path, codes))
+    return out
 
 
 @dataclass(slots=True)

@@ -22,7 +22,6 @@ Two ways in:
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import logging
@@ -43,7 +42,7 @@ from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
 from classifier.training.labels import extract_episodes, label_window
 from classifier.training.metrics import wilson
-from classifier.training.records import DATA_ENV, data_dir, list_records, split_of
+from classifier.training.records import DATA_ENV, data_dir, list_records, number_split, ptbxl_records, split_of
 from protocol.alarm import Alarm
 
 log = logging.getLogger(__name__)
@@ -285,7 +284,7 @@ def cinc2017_rows(root: Path) -> list[tuple[str, str]]:
     folder = root / "cinc2017"
     with open(folder / "REFERENCE.csv") as fh:
         rows = [(r[0], r[1]) for r in csv.reader(fh) if len(r) == 2]
-    return [(n, lab) for n, lab in rows if int(n[1:]) % 5 == 0 and (folder / f"{n}.hea").exists()]
+    return [(n, lab) for n, lab in rows if number_split(int(n[1:])) == "test" and (folder / f"{n}.hea").exists()]
 
 
 def _subsample(items: list[Any], k: int | None) -> list[Any]:
@@ -362,23 +361,10 @@ def _normal_share(events: list[str]) -> dict[str, Any]:
 
 
 def ptbxl_rows(root: Path) -> list[dict[str, Any]]:
-    folder = root / "ptbxl"
-    out = []
-    with open(folder / "ptbxl_database.csv") as fh:
-        for r in csv.DictReader(fh):
-            path = folder / r["filename_hr"]
-            if not path.with_suffix(".hea").exists():
-                continue
-            codes = ast.literal_eval(r["scp_codes"])
-            out.append(
-                {
-                    "ecg_id": int(r["ecg_id"]),
-                    "path": path,
-                    "codes": sorted(codes),
-                    "test": int(float(r["patient_id"])) % 5 == 0,
-                }
-            )
-    return out
+    return [
+        {"ecg_id": r.ecg_id, "path": r.path, "codes": sorted(r.codes), "test": r.split == "test"}
+        for r in ptbxl_records(root)
+    ]
 
 
 def _ptbxl_group(r: dict[str, Any]) -> str:
