@@ -127,8 +127,11 @@ class Bedside:
         )
         if obs is not None:
             alarms += self._observe(PAUSE, obs, now)
-        hop = cfg.suspect_hop_s if self.suspect else cfg.calm_hop_s if self._calm(st) else cfg.hop_s
-        if st.buffer.total - self.last_eval_total >= hop * MODEL_FS:
+        new = st.buffer.total - self.last_eval_total
+        due = new >= (cfg.suspect_hop_s if self.suspect else cfg.hop_s) * MODEL_FS
+        if due and not self.suspect and new < cfg.calm_hop_s * MODEL_FS and self._calm(st):
+            due = False  # a calm bed waits for calm_hop_s: judged only when it would decide
+        if due:
             self.last_eval_total = st.buffer.total
             out.due = st.valid_samples >= MIN_WINDOW_S * MODEL_FS
         return out
@@ -139,8 +142,7 @@ class Bedside:
             return False
         if any(self.trackers[e].active for e in (VTACH, AF, PAUSE) if e in self.trackers):
             return False
-        rate = st.pause.rate_bpm()
-        return rate < self.config.calm_below_bpm and st.pause.steady()
+        return st.pause.steady_rate_bpm() < self.config.calm_below_bpm  # NaN (not steady) is not calm
 
     def take_window(self) -> WindowJob | None:
         """The window to classify now: the newest gap-free ``window_s``, or None while filling."""

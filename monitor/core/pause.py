@@ -76,22 +76,17 @@ class PauseTracker:
     usable: NDArray[np.bool_] = field(default_factory=lambda: np.ones(2, dtype=bool))
     onsets: deque[float] = field(default_factory=lambda: deque(maxlen=_RATE_BEATS + 1))  # latest QRS onsets
 
-    def rate_bpm(self) -> float:
-        """Heart rate from the latest QRS onsets (median R-R), or NaN while too few are seen.
-        (A slowing to a pause is the PAUSE rule's business, judged on every frame.)"""
+    def steady_rate_bpm(self, tolerance: float = 0.15) -> float:
+        """Heart rate from the latest QRS onsets (median R-R) when every one of those R-R intervals
+        lies within ``tolerance`` of their median (not AF, not a run of ectopy); NaN otherwise, or
+        while too few are seen. (A slowing to a pause is the PAUSE rule's business.)"""
         if len(self.onsets) < 4:
             return float("nan")
         rr = np.diff(np.asarray(self.onsets))
         med = float(np.median(rr))
+        if not np.all(np.abs(rr - med) <= tolerance * med):
+            return float("nan")
         return 60.0 / max(med, 1e-3)
-
-    def steady(self, tolerance: float = 0.15) -> bool:
-        """The latest R-R intervals within ``tolerance`` of their median (not AF, not ectopy runs)."""
-        if len(self.onsets) < 4:
-            return False
-        rr = np.diff(np.asarray(self.onsets))
-        med = float(np.median(rr))
-        return bool(np.all(np.abs(rr - med) <= tolerance * med))
 
     def reset(self) -> None:
         self.onsets.clear()
