@@ -1,11 +1,13 @@
-"""AF from the rhythm: a calibrated logistic model on R-R interval features.
+"""AF from the rhythm: a calibrated model on R-R interval features and the atrial evidence.
 
 AF is a rhythm, irregularly irregular, and the network's 10 s view of it did not generalise
 beyond the few AF patients it was trained on. R-R intervals carry most of the evidence and
 generalise across devices; the hard part is ectopy (isolated premature beats, bigeminy, sinus
 arrhythmia), which the features below are chosen to tell apart: a regular rhythm with a few
 early beats keeps most intervals near the median, its successive differences alternate, and it
-turns regular once each premature interval and its compensatory pause are removed.
+turns regular once each premature interval and its compensatory pause are removed. What R-R
+cannot tell, the stretch before each beat can: ectopy keeps its P waves, AF has none
+(``classifier/atrial.py``).
 
 The coefficients are fitted on training records of every source and the decision threshold is
 chosen on validation records (``classifier/training/af_rr.py``); they live in
@@ -25,6 +27,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from classifier.atrial import ATRIAL_FEATURES
+
 #: Fewer intervals than this: no AF judgement from the rhythm.
 MIN_INTERVALS: Final = 8
 #: From this much context (s) the ``long`` fit applies.
@@ -33,7 +37,7 @@ LONG_CONTEXT_S: Final = 30.0
 RR_MIN_S: Final = 0.24
 RR_MAX_S: Final = 2.5
 
-FEATURES: Final[tuple[str, ...]] = (
+RR_FEATURES: Final[tuple[str, ...]] = (
     "irregularity",  # median |dRR| / median RR (robust to a few ectopic beats)
     "rmssd",  # RMS of dRR / mean RR
     "cv",  # SD of RR / mean RR
@@ -49,8 +53,12 @@ FEATURES: Final[tuple[str, ...]] = (
     "entropy",  # Shannon entropy (bits) of dRR / median RR in 16 bins over +-0.6
     "sd_ratio",  # Poincare SD1 / SD2: about 1 when successive RR are unrelated (AF)
 )
+#: The R-R features, then the P-wave evidence before each beat (``classifier/atrial.py``).
+FEATURES: Final[tuple[str, ...]] = RR_FEATURES + ATRIAL_FEATURES
 #: SD1/SD2 is capped: a perfect bigeminy has SD2 near 0 and the ratio would run away.
 SD_RATIO_MAX: Final = 5.0
+#: For the explanation only: a P-wave consistency at or above this reads as "P waves consistent".
+P_CONSISTENT: Final = 0.7
 #: An interval shorter than this fraction of the median is premature (an ectopic beat).
 PREMATURE_FRACTION: Final = 0.85
 
@@ -75,7 +83,7 @@ def _std(xs: list[float]) -> float:
 
 
 def rr_features(rr_s: NDArray[np.floating]) -> NDArray[np.float64] | None:
-    """The feature vector of one R-R series (s), or None when there are too few intervals.
+    """The ``RR_FEATURES`` of one R-R series (s), or None when there are too few intervals.
 
     Plain Python on a few dozen numbers: per call it is several times faster than numpy, and the
     daemon computes it for every window.
@@ -129,6 +137,15 @@ def rr_features(rr_s: NDArray[np.floating]) -> NDArray[np.float64] | None:
     )
 
 
+def window_features(rr_s: NDArray[np.floating], atrial: NDArray[np.floating] | None) -> NDArray[np.float64] | None:
+    """The whole ``FEATURES`` vector: R-R features and the atrial ones (NaN where not measured)."""
+    rr = rr_features(rr_s)
+    if rr is None:
+        return None
+    a = np.full(len(ATRIAL_FEATURES), np.nan) if atrial is None else np.asarray(atrial, dtype=np.float64)
+    return np.concatenate([rr, a])
+
+
 @dataclass(frozen=True, slots=True)
 class MlpFit:
     """A small standardised MLP (ReLU hidden layers, sigmoid output) and its decision threshold.
@@ -142,7 +159,9 @@ class MlpFit:
     threshold: float
 
     def prob(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        h = (np.atleast_2d(x) - self.mean) / self.scale
+        """P(AF) per row; a NaN feature (evidence not measured) counts as the training mean."""
+        x = np.atleast_2d(x)
+        h = (np.where(np.isnan(x), self.mean, x) - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
@@ -203,9 +222,12 @@ class AfRhythmModel:
             raise ValueError(f"features {d.get('features')} differ from {list(FEATURES)}")
         return cls(MlpFit.from_json(d["short"]), MlpFit.from_json(d["long"]), str(d.get("version", "?")))
 
-    def judge(self, rr_s: NDArray[np.floating], context_s: float) -> AfVerdict | None:
-        """AF or not from the intervals of ``context_s`` seconds of signal; None: too few beats."""
-        x = rr_features(rr_s)
+    def judge(
+        self, rr_s: NDArray[np.floating], context_s: float, atrial: NDArray[np.floating] | None = None
+    ) -> AfVerdict | None:
+        """AF or not from the intervals of ``context_s`` seconds of signal and the atrial evidence
+        before those beats (``atrial.atrial_features``; None: not measured); None: too few beats."""
+        x = window_features(rr_s, atrial)
         if x is None:
             return None
         fit = self.long if context_s >= LONG_CONTEXT_S else self.short
@@ -215,4 +237,7 @@ class AfRhythmModel:
             f"R-R over {context_s:.0f} s: AF p={p:.2f} (threshold {fit.threshold:.2f}), "
             f"irregularity {x[0]:.2f}, {100 * x[4]:.0f}% of intervals regular"
         )
+        p_cons = x[len(RR_FEATURES)]
+        if not np.isnan(p_cons):
+            why += f", P waves {'consistent' if p_cons >= P_CONSISTENT else 'not consistent'} ({p_cons:.2f})"
         return AfVerdict(af, p, fit.threshold, why)

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier.af import AfRhythmModel, AfVerdict
+from classifier.atrial import atrial_features
 from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, SEGMENT_S, EventType
 from classifier.decision import decide
 from classifier.lead_check import contradicts_vt
@@ -306,13 +307,13 @@ class MLECGClassifier:
         if self.af_model is None:
             return None
         sig = p["rhythm"] if p["rhythm"] is not None else p["sig"]
-        if beats is not None and p["rhythm"] is None:
-            return self.af_model.judge(np.diff(beats) / MODEL_FS, sig.shape[1] / MODEL_FS)
         for lead, ok in zip(sig, p["usable"], strict=False):
             x = np.asarray(lead, dtype=np.float64)
             if ok and np.isfinite(x).mean() > 0.5 and not lead_is_flat(np.nan_to_num(x)):
-                beats = detect_qrs(x, MODEL_FS)
-                return self.af_model.judge(np.diff(beats) / MODEL_FS, x.size / MODEL_FS)
+                if beats is None or p["rhythm"] is not None:
+                    beats = detect_qrs(x, MODEL_FS)
+                atrial = atrial_features(x, beats, MODEL_FS)
+                return self.af_model.judge(np.diff(beats) / MODEL_FS, x.size / MODEL_FS, atrial)
         return None
 
     def _rules_fallback(self, c: Classification) -> Classification:

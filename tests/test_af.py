@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from classifier.af import FEATURES, AfRhythmModel, MlpFit, rr_features
+from classifier.af import FEATURES, RR_FEATURES, AfRhythmModel, MlpFit, rr_features, window_features
 
 RNG = np.random.default_rng(0)
 
@@ -38,8 +38,8 @@ def test_features_tell_af_from_ectopy() -> None:
         name: rr_features(gen())
         for name, gen in [("sinus", sinus), ("big", bigeminy), ("ect", isolated_ectopy), ("af", af)]
     }
-    assert all(v is not None and v.shape == (len(FEATURES),) for v in f.values())
-    col = {name: i for i, name in enumerate(FEATURES)}
+    assert all(v is not None and v.shape == (len(RR_FEATURES),) for v in f.values())
+    col = {name: i for i, name in enumerate(RR_FEATURES)}
     # Isolated ectopy: most intervals regular, and regular once premature pairs are taken out.
     assert f["ect"][col["regular_frac"]] > 0.8 and f["ect"][col["clean_irregularity"]] < 0.05  # type: ignore[index]
     # Bigeminy: successive differences alternate.
@@ -59,12 +59,15 @@ def test_fit_separates_and_is_reproducible_and_round_trips(tmp_path) -> None:  #
         xs, ys = [], []
         for i in range(k):
             g = gens[i % 4]
-            xs.append(rr_features(g()))
+            # Atrial evidence that says nothing (or is missing): the fit must stand on the R-R.
+            atrial = None if i % 3 == 0 else RNG.uniform([0.2, 0.0], [1.0, 0.2])
+            xs.append(window_features(g(), atrial))
             ys.append(int(g is af))
         return np.array(xs), np.array(ys, dtype=np.int8)
 
     x, y = rows(400)
     xv, yv = rows(200)
+    assert np.isnan(x).any()  # rows without atrial evidence are in the fit
     a = fit_mlp(x, y, xv, yv, seed=1)
     b = fit_mlp(x, y, xv, yv, seed=1)
     assert all(np.array_equal(wa, wb) for (wa, _), (wb, _) in zip(a.layers, b.layers, strict=True))

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from classifier.af import FEATURES, LONG_CONTEXT_S, MIN_INTERVALS, AfRhythmModel, MlpFit, rr_features
+from classifier.af import FEATURES, LONG_CONTEXT_S, MIN_INTERVALS, AfRhythmModel, MlpFit, window_features
+from classifier.atrial import ATRIAL_FEATURES, atrial_features
 from classifier.constants import MODEL_FS
 from classifier.features import rr_irregularity
 from classifier.preprocess import lead_is_flat, to_model_rate
@@ -71,28 +72,33 @@ class Windows:
     n_beats: NDArray[np.int64]
 
 
-def _beats(sig: NDArray[np.floating]) -> NDArray[np.int64]:
-    """Beats on the first lead that carries signal, as at run time."""
+def _beats(sig: NDArray[np.floating]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Beats on the first lead that carries signal, as at run time, and that lead."""
     for lead in sig:
         if np.isfinite(lead).mean() > 0.5 and not lead_is_flat(np.nan_to_num(lead)):
-            return np.asarray(detect_qrs(lead, MODEL_FS), dtype=np.int64)
-    return np.zeros(0, dtype=np.int64)
+            return np.asarray(detect_qrs(lead, MODEL_FS), dtype=np.int64), np.asarray(lead, dtype=np.float64)
+    return np.zeros(0, dtype=np.int64), np.zeros(0)
 
 
-def _row(beats: NDArray[np.int64], lo: int, hi: int) -> NDArray[np.float64]:
-    """The R-R intervals (s) of the beats in [lo, hi)."""
+def _row(
+    beats: NDArray[np.int64], lead: NDArray[np.float64], lo: int, hi: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The R-R intervals (s) of the beats in [lo, hi) and the atrial features before them."""
     b = beats[(beats >= lo) & (beats < hi)]
-    return np.diff(b) / MODEL_FS
+    if lead.size == 0:
+        return np.diff(b) / MODEL_FS, np.full(len(ATRIAL_FEATURES), np.nan)
+    return np.diff(b) / MODEL_FS, atrial_features(lead[lo:hi], b - lo, MODEL_FS)
 
 
-Row = tuple[str, str, str, int, NDArray[np.float64]]  # source, split, group, label, R-R (s)
+# source, split, group, label, R-R (s), atrial features
+Row = tuple[str, str, str, int, NDArray[np.float64], NDArray[np.float64]]
 
 
 def _mit_windows(length_s: float) -> Iterator[Row]:
     n_win = int(length_s * MODEL_FS)
     for name in list_records():
         rec = load_record(name)
-        beats = _beats(rec.signal)
+        beats, lead = _beats(rec.signal)
         n = rec.signal.shape[1]
         af = np.zeros(n, dtype=bool)
         for e in rec.episodes:
@@ -104,7 +110,8 @@ def _mit_windows(length_s: float) -> Iterator[Row]:
             frac = af[lo:hi].mean()
             if 0 < frac < 0.5:
                 continue
-            yield db, split_of(name), name, int(frac >= 0.5), _row(beats, lo, hi)
+            rr, atrial = _row(beats, lead, lo, hi)
+            yield db, split_of(name), name, int(frac >= 0.5), rr, atrial
 
 
 def _cinc2017(length_s: float) -> Iterator[Row]:
@@ -121,10 +128,11 @@ def _cinc2017(length_s: float) -> Iterator[Row]:
         split = number_split(int(rec_name[1:]))
         rec = wfdb.rdrecord(str(root / rec_name))
         sig, _ = to_model_rate(np.asarray(rec.p_signal[:, 0], dtype=np.float64), None, float(rec.fs))
-        beats = _beats(sig[:1])
+        beats, lead = _beats(sig[:1])
         n = sig.shape[1]
         for lo in range(0, n - n_win + 1, n_win):
-            yield "cinc2017", split, f"cinc2017/{rec_name}", labels[lab], _row(beats, lo, lo + n_win)
+            rr, atrial = _row(beats, lead, lo, lo + n_win)
+            yield "cinc2017", split, f"cinc2017/{rec_name}", labels[lab], rr, atrial
 
 
 def _ptbxl(length_s: float) -> Iterator[Row]:
@@ -138,18 +146,21 @@ def _ptbxl(length_s: float) -> Iterator[Row]:
         names = list(rec.sig_name)
         lead = rec.p_signal[:, names.index("II") if "II" in names else 0]
         sig, _ = to_model_rate(np.asarray(lead, dtype=np.float64), None, float(rec.fs))
-        beats = _beats(sig[:1])
-        yield "ptbxl", r.split, f"ptbxl/{r.patient_id}", y, _row(beats, 0, sig.shape[1])
+        beats, lead_mv = _beats(sig[:1])
+        rr, atrial = _row(beats, lead_mv, 0, sig.shape[1])
+        yield "ptbxl", r.split, f"ptbxl/{r.patient_id}", y, rr, atrial
 
 
 def build(length_s: float) -> Windows:
-    """Feature rows for every source. The R-R series are cached (the QRS detection over every
-    record is the slow part), so features can change without detecting beats again."""
-    cached = cache_dir() / f"af_rr_{int(length_s)}s_rr_v2.npz"
+    """Feature rows for every source. The R-R series and atrial features are cached (the QRS
+    detection over every record is the slow part), so R-R features can change without detecting
+    beats again."""
+    cached = cache_dir() / f"af_rr_{int(length_s)}s_rr_v4.npz"
     if cached.exists():
         z = np.load(cached, allow_pickle=False)
         meta = [z["source"], z["split"], z["group"], z["y"]]
         series = np.split(z["rr"], z["offsets"][1:-1])
+        atrial = list(z["atrial"])
     else:
         rows: list[Row] = []
         t = time.perf_counter()
@@ -158,13 +169,15 @@ def build(length_s: float) -> Windows:
             log.info("%s: %d windows so far (%.0f s)", gen.__name__, len(rows), time.perf_counter() - t)
         meta = [np.array([r[i] for r in rows]) for i in range(4)]
         series = [r[4] for r in rows]
+        atrial = [r[5] for r in rows]
         offsets = np.cumsum([0] + [len(x) for x in series])
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(
             cached, source=meta[0], split=meta[1], group=meta[2], y=meta[3].astype(np.int8),
             rr=np.concatenate(series) if series else np.zeros(0), offsets=offsets,
+            atrial=np.array(atrial).reshape(len(rows), len(ATRIAL_FEATURES)),
         )  # fmt: skip
-    feats = [rr_features(rr) for rr in series]
+    feats = [window_features(rr, a) for rr, a in zip(series, atrial, strict=True)]
     keep = np.array([f is not None for f in feats])
     x = np.array([f for f in feats if f is not None])
     irr = np.array([rr_irregularity(rr) for rr, k in zip(series, keep, strict=True) if k])
@@ -186,7 +199,8 @@ def fit_mlp(
     import torch
 
     torch.manual_seed(seed)
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    mean, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0) + 1e-9
+    x, x_val = np.where(np.isnan(x), mean, x), np.where(np.isnan(x_val), mean, x_val)  # not measured: the mean
     xt = torch.tensor((x - mean) / scale, dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.float32)
     xv = torch.tensor((x_val - mean) / scale, dtype=torch.float32)
@@ -383,7 +397,8 @@ def render(r: dict[str, object]) -> str:
         "",
         f"Model `{r['version']}` (`models/af_rr.json`), written by `ecg-monitor train-af`. Features: "
         + ", ".join(f"`{f}`" for f in FEATURES)
-        + ". Beats from the product's QRS detector at 128 Hz on the first usable lead. "
+        + ". Beats from the product's QRS detector at 128 Hz on the first usable lead; the atrial features "
+        "(P-wave consistency and amplitude) on the same lead before those beats. "
         "Rules baseline: R-R irregularity >= 0.12 with >= 8 beats (the rule-based classifier's AF rule).",
         "",
         "Splits: mitdb/vfdb/svdb by the fixed record split; cinc2017 by record number (no patient ids "

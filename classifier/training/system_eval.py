@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier.constants import MIN_WINDOW_S
-from classifier.inference import MLECGClassifier
+from classifier.inference import CARD_NAME, MLECGClassifier
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
 from classifier.training.labels import extract_episodes, label_window
@@ -682,10 +682,8 @@ def _v(d: dict[str, Any] | None, key: str) -> float | None:
     return None if v is None else float(v)
 
 
-def targets(r: dict[str, Any]) -> list[Target]:
-    out: list[Target] = []
-    c17 = r["cinc2017"]
-    out.append(
+def cinc2017_targets(c17: dict[str, Any]) -> list[Target]:
+    return [
         Target(
             "AF on CinC 2017",
             "AF F1, whole test records (>= 10 s, '~' apart)",
@@ -695,7 +693,48 @@ def targets(r: dict[str, Any]) -> list[Target]:
             c17["rules"]["f1"],
             f"{c17['model']['positives']} AF of {c17['model']['n']} records",
         )
+    ]
+
+
+def ptbxl_targets(p: dict[str, Any]) -> list[Target]:
+    out = []
+    for key, what, thr, higher in (
+        ("af_se_all", "AF Se on AFIB/AFLT records (all)", 0.90, True),
+        ("af_se_test", "AF Se on AFIB/AFLT records (test split)", 0.90, True),
+        ("norm_false", "NORM records with any event called", 0.01, False),
+        ("wide_false", "CLBBB/CRBBB/PACE records with any event called", 0.05, False),
+    ):
+        m = p["model"][key]
+        out.append(
+            Target(
+                f"PTB-XL (leads {' and '.join(p['leads'])})",
+                what,
+                thr,
+                higher,
+                m["value"],
+                p["rules"][key]["value"],
+                f"{m['k']}/{m['n']} records",
+            )
+        )
+    return out
+
+
+def normal_target(src: str, shares: dict[str, Any]) -> Target:
+    """Normal windows of ``src`` with any event called; ``shares``: per classifier, as ``share``."""
+    m = shares["model"]
+    return Target(
+        "NORMAL false alarms (window level)",
+        f"{src}: normal windows with any event called",
+        0.01,
+        False,
+        m["value"],
+        shares["rules"]["value"],
+        f"{m['k']}/{m['n']} windows",
     )
+
+
+def targets(r: dict[str, Any]) -> list[Target]:
+    out = cinc2017_targets(r["cinc2017"])
     mit = r["mit"]
     ev = {k: mit[k]["all"]["events"] for k in CLASSIFIERS}
     for event, key, thr, what in (
@@ -728,25 +767,7 @@ def targets(r: dict[str, Any]) -> list[Target]:
                 f"{m['detected']}/{m['episodes']} episodes",
             )
         )
-    p = r["ptbxl"]
-    for key, what, thr, higher in (
-        ("af_se_all", "AF Se on AFIB/AFLT records (all)", 0.90, True),
-        ("af_se_test", "AF Se on AFIB/AFLT records (test split)", 0.90, True),
-        ("norm_false", "NORM records with any event called", 0.01, False),
-        ("wide_false", "CLBBB/CRBBB/PACE records with any event called", 0.05, False),
-    ):
-        m = p["model"][key]
-        out.append(
-            Target(
-                f"PTB-XL (leads {' and '.join(p['leads'])})",
-                what,
-                thr,
-                higher,
-                m["value"],
-                p["rules"][key]["value"],
-                f"{m['k']}/{m['n']} records",
-            )
-        )
+    out += ptbxl_targets(r["ptbxl"])
     c15 = r["cinc2015"]
     for k in CLASSIFIERS:
         per = c15[k]["per_record"]
@@ -765,21 +786,7 @@ def targets(r: dict[str, Any]) -> list[Target]:
             )
         )
     nw = r["normal_windows"]
-    for src in NORMAL_SOURCES:
-        if src not in nw:
-            continue
-        m = nw[src]["model"]
-        out.append(
-            Target(
-                "NORMAL false alarms (window level)",
-                f"{src}: normal windows with any event called",
-                0.01,
-                False,
-                m["value"],
-                nw[src]["rules"]["value"],
-                f"{m['k']}/{m['n']} windows",
-            )
-        )
+    out += [normal_target(src, nw[src]) for src in NORMAL_SOURCES if src in nw]
     return out
 
 
@@ -1236,7 +1243,33 @@ def run(out_md: Path, data: Path | None = None, quick: bool = False) -> dict[str
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(render(r))
     out_md.with_suffix(".json").write_text(json.dumps(_jsonable(r), indent=1, allow_nan=False) + "\n")
+    if not quick and model.source == "ml":
+        write_floor(model.model_path.with_name(CARD_NAME), r)
     return r
+
+
+#: The model card's record of what the shipped classifier measured (``tests/test_accuracy_floor.py``).
+FLOOR_KEY = "accuracy_floor"
+
+
+def floor(r: dict[str, Any]) -> dict[str, Any]:
+    """The model's figure for every target of a full run: the floor later code and weights are held to."""
+    return {
+        "measured_by": "ecg-monitor evaluate --sources",
+        "model_version": r["model_version"],
+        "provenance": r["provenance"]["digest"],
+        "figures": {
+            f"{t['section']}: {t['target']}": {"value": t["model"], "direction": t["direction"], "detail": t["detail"]}
+            for t in _jsonable(r["targets"])
+        },
+    }
+
+
+def write_floor(card_path: Path, r: dict[str, Any]) -> None:
+    card = json.loads(card_path.read_text())
+    card[FLOOR_KEY] = floor(r)
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    log.info("accuracy floor of %d figures written to %s", len(card[FLOOR_KEY]["figures"]), card_path)
 
 
 def _jsonable(x: Any) -> Any:
