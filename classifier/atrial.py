@@ -33,13 +33,19 @@ ATRIAL_FEATURES: Final[tuple[str, ...]] = (
 # called 35% of their non-AF windows AF (their noise looks like fibrillation), so it is left out.
 
 
-def atrial_features(lead_mv: NDArray[np.floating], beats: NDArray[np.integer], fs: float) -> NDArray[np.float64]:
+def atrial_features(
+    lead_mv: NDArray[np.floating], beats: NDArray[np.integer], fs: float, *, filtered: bool = False
+) -> NDArray[np.float64]:
     """The ``ATRIAL_FEATURES`` of one lead (mV, any length) and its detected beats (samples).
 
+    ``filtered``: the lead is already band-passed 0.5-40 Hz (the model's input, whose robust
+    scaling the features do not see: both are ratios of one lead), which saves the filter.
     NaN where fewer than ``MIN_BEATS`` beats have a whole P stretch inside the signal, so that a
     model can treat the evidence as missing rather than as absent P waves.
     """
-    x = bandpass(np.nan_to_num(np.asarray(lead_mv, dtype=np.float64)), fs, 0.5, 40.0, order=2)
+    x = np.nan_to_num(np.asarray(lead_mv, dtype=np.float64))
+    if not filtered:
+        x = bandpass(x, fs, 0.5, 40.0, order=2)
     b = np.asarray(beats, dtype=np.int64)
     p0, p1, q = round(P_FROM_S * fs), round(P_TO_S * fs), round(QRS_HALF_S * fs)
     b = b[(b + p0 >= 0) & (b + q < x.size)]

@@ -225,13 +225,16 @@ class MLECGClassifier:
         k = 0
         for p in prepared:
             n = len(p["raw"])
-            # A one-segment window (the daemon's case) reuses the segment's beats for the rules.
-            win_beats = beats[k] if n == 1 and p["sig"].shape[1] == SEGMENT_LEN else None
+            # A one-segment window (the daemon's case) reuses the segment's beats for the rules,
+            # and its filtered leads for the atrial evidence.
+            one = n == 1 and p["sig"].shape[1] == SEGMENT_LEN
+            win_beats = beats[k] if one else None
             rules = self.rules.classify_model_rate(p["sig"], p["usable"], p["fs"], win_beats)
             if probs is None:
                 out.append(self._rules_fallback(rules))
             else:
-                out.append(self._decide(p, probs[k : k + n], rules, self._af_verdict(p, win_beats)))
+                af = self._af_verdict(p, win_beats, x[k, :2] if one else None)
+                out.append(self._decide(p, probs[k : k + n], rules, af))
             k += n
         return out
 
@@ -301,18 +304,25 @@ class MLECGClassifier:
             [self._segments(sig, ok, MODEL_FS, rhythm=ctx) for (sig, ok), ctx in zip(items, contexts, strict=True)]
         )
 
-    def _af_verdict(self, p: dict[str, Any], beats: NDArray[np.int64] | None = None) -> AfVerdict | None:
-        """AF from the R-R intervals of the window (or its longer rhythm context); ``beats``: the
-        window's beats when already found (the daemon's one-segment windows), saving a detection."""
+    def _af_verdict(
+        self, p: dict[str, Any], beats: NDArray[np.int64] | None = None, filtered: NDArray[np.floating] | None = None
+    ) -> AfVerdict | None:
+        """AF from the R-R intervals of the window (or its longer rhythm context) and the atrial
+        evidence before those beats. ``beats`` and ``filtered`` (the model's band-passed input
+        leads): the window's, when already at hand (the daemon's one-segment windows)."""
         if self.af_model is None:
             return None
-        sig = p["rhythm"] if p["rhythm"] is not None else p["sig"]
-        for lead, ok in zip(sig, p["usable"], strict=False):
+        context = p["rhythm"] is not None
+        sig = p["rhythm"] if context else p["sig"]
+        for i, (lead, ok) in enumerate(zip(sig, p["usable"], strict=False)):
             x = np.asarray(lead, dtype=np.float64)
             if ok and np.isfinite(x).mean() > 0.5 and not lead_is_flat(np.nan_to_num(x)):
-                if beats is None or p["rhythm"] is not None:
+                if beats is None or context:
                     beats = detect_qrs(x, MODEL_FS)
-                atrial = atrial_features(x, beats, MODEL_FS)
+                if filtered is not None and not context and filtered[i].any():
+                    atrial = atrial_features(filtered[i], beats, MODEL_FS, filtered=True)
+                else:
+                    atrial = atrial_features(x, beats, MODEL_FS)
                 return self.af_model.judge(np.diff(beats) / MODEL_FS, x.size / MODEL_FS, atrial)
         return None
 

@@ -79,3 +79,18 @@ def test_real_af_and_sinus_windows_separate(data_dir) -> None:  # type: ignore[n
     assert consistency("mitdb/219", want_af=True) < 0.5
     assert consistency("mitdb/219", want_af=False) > 0.8
     assert consistency("mitdb/100", want_af=False) > 0.9
+
+
+def test_the_models_filtered_input_gives_the_same_evidence() -> None:
+    """The daemon reads the atrial evidence off the network's band-passed, robust-scaled input
+    instead of filtering the lead again: the features are ratios within one lead, so they agree."""
+    from classifier.preprocess import normalize_batch
+
+    beats_s = 0.5 + np.arange(12) * 0.8
+    x, _ = _lead(beats_s, p_wave=True, f_waves=False)
+    seg = np.stack([x, np.zeros_like(x)])[None]
+    model_input, beats = normalize_batch(seg, np.array([[True, False]]))
+    raw = atrial_features(x, beats[0], FS)
+    via_input = atrial_features(model_input[0, 0], beats[0], FS, filtered=True)
+    assert np.isfinite(raw).all()
+    np.testing.assert_allclose(via_input, raw, rtol=1e-5, atol=1e-6)
