@@ -66,3 +66,26 @@ def test_fibrillation_never_looks_like_a_pause() -> None:
     x = np.stack([np.sin(2 * np.pi * 5.0 * t), np.sin(2 * np.pi * 5.0 * t + 1.0)]).astype(np.float32)
     open_max, closed_max, _ = _run(x)
     assert max(open_max, closed_max) < 0.5
+
+
+def test_a_gap_does_not_span_time_when_no_lead_counted() -> None:
+    """Leads off for 30 s (flat, judged unusable), then back: the time off is not asystole."""
+    onsets = [0.5 + 0.8 * k for k in range(12)] + [40.3 + 0.8 * k for k in range(10)]
+    x = _beats(onsets, 48.0)
+    x[:, int(10 * MODEL_FS) : int(40 * MODEL_FS)] = 0.0
+
+    def run(quality_known: bool) -> float:
+        pt = PauseTracker()
+        closed = 0.0
+        for a in range(0, x.shape[1] - FRAME + 1, FRAME):
+            t_end = (a + FRAME - 1) / MODEL_FS
+            if quality_known and 12.0 <= t_end < 12.2:
+                pt.set_usable(np.array([False, False]), t_end)  # the analysis saw both leads flat
+            if quality_known and 41.0 <= t_end < 41.2:
+                pt.set_usable(np.array([True, True]), 40.2)  # and both back, in a window ending at 40.2 s
+            pt.update(x[:, a : a + FRAME], t_end)
+            closed = max(closed, pt.closed_gap)
+        return closed
+
+    assert run(quality_known=False) > 29.0  # without the leads' state, the tracker sees a 30 s gap
+    assert run(quality_known=True) < 1.0

@@ -171,7 +171,7 @@ class Bedside:
         if st is None or not self.is_current(r.job):
             return []
         self.quality = (r.quality[0].value, r.quality[1].value)
-        st.pause.usable = np.array([q is LeadQuality.OK for q in r.quality])
+        st.pause.set_usable(np.array([q is LeadQuality.OK for q in r.quality]), r.t_end)
         t = r.t_end
         res = r.result
         alarms: list[Alarm] = []

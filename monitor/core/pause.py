@@ -88,6 +88,19 @@ class PauseTracker:
             return float("nan")
         return 60.0 / max(med, 1e-3)
 
+    def set_usable(self, usable: NDArray[np.bool_], t: float) -> None:
+        """Which leads count, from the window analysis' lead quality, known at stream time ``t``.
+
+        While no lead counts nothing is judged, and a gap must not span that time: it restarts
+        when a lead comes back, or a lead that was off for a minute returns as a minute's asystole.
+        """
+        back = not self.usable.any() and bool(np.any(usable))
+        self.usable = np.asarray(usable, dtype=bool)
+        if back:
+            self.last_beat_t = t if self.last_beat_t is None else max(self.last_beat_t, t)
+            self.last_hit_t = None
+            self.onsets.clear()
+
     def reset(self) -> None:
         self.onsets.clear()
         self.prev = None
