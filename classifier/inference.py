@@ -312,18 +312,21 @@ class MLECGClassifier:
         leads): the window's, when already at hand (the daemon's one-segment windows)."""
         if self.af_model is None:
             return None
-        context = p["rhythm"] is not None
-        sig = p["rhythm"] if context else p["sig"]
-        for i, (lead, ok) in enumerate(zip(sig, p["usable"], strict=False)):
+        if beats is not None and filtered is not None and p["rhythm"] is None:
+            # The beats were found on the first lead the batch filter kept (it zeroes the others).
+            for lead in filtered:
+                if lead.any():
+                    atrial = atrial_features(lead, beats, MODEL_FS, filtered=True)
+                    return self.af_model.judge(np.diff(beats) / MODEL_FS, lead.size / MODEL_FS, atrial)
+            return None
+        sig = p["rhythm"] if p["rhythm"] is not None else p["sig"]
+        for lead, ok in zip(sig, p["usable"], strict=False):
             x = np.asarray(lead, dtype=np.float64)
             if ok and np.isfinite(x).mean() > 0.5 and not lead_is_flat(np.nan_to_num(x)):
-                if beats is None or context:
-                    beats = detect_qrs(x, MODEL_FS)
-                if filtered is not None and not context and filtered[i].any():
-                    atrial = atrial_features(filtered[i], beats, MODEL_FS, filtered=True)
-                else:
-                    atrial = atrial_features(x, beats, MODEL_FS)
-                return self.af_model.judge(np.diff(beats) / MODEL_FS, x.size / MODEL_FS, atrial)
+                beats = detect_qrs(x, MODEL_FS)
+                return self.af_model.judge(
+                    np.diff(beats) / MODEL_FS, x.size / MODEL_FS, atrial_features(x, beats, MODEL_FS)
+                )
         return None
 
     def _rules_fallback(self, c: Classification) -> Classification:
