@@ -41,10 +41,10 @@ class DetectionConfig:
     window_s: float = 10.0
     #: Ring buffer per bed.
     buffer_s: float = 90.0
-    #: AF is judged from the R-R intervals of up to this much gap-free signal (the network still
-    #: sees ``window_s``). Longer is more accurate (reports/af_rr.md: 30 s against 10 s) but each
-    #: window then costs a QRS detection over it: at 60 s the analysis path ran at half speed and
-    #: the bench held 250 streams instead of 500. The default keeps capacity.
+    #: AF is judged from the R-R intervals and P waves of up to this much gap-free signal (the
+    #: network still sees ``window_s``). With the P-wave evidence, 30 s was not better than the
+    #: window's own 10 s on validation (reports/af_rr.md), and each window would then cost a QRS
+    #: detection over it, so the default is the window.
     rhythm_context_s: float = 0.0  # 0: the window itself
     #: No QRS for this long on a usable lead is a PAUSE (asystole), everywhere it is decided.
     pause_threshold_s: float = PAUSE_THRESHOLD_S
