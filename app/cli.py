@@ -387,26 +387,30 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from classifier.training.pack import PackError
     from classifier.training.train import TrainConfig, train
 
     _setup_logging(a.log_level)
-    cfg = TrainConfig(
-        seed=a.seed,
-        max_epochs=a.epochs,
-        epoch_size=a.epoch_size,
-        patience=a.patience,
-        device=a.device,
-        out_dir=a.out,
-        data_dir=a.data,
-        limit_records=a.limit_records,
-        threads=a.threads,
-        rhythm_only=a.rhythm_only,
-        stretch=a.stretch,
-        lead_swap=a.lead_swap,
-        pack=a.pack,
-    )
-    from classifier.training.pack import PackError
-
+    sources = {"sources": tuple(x.strip() for x in a.sources.split(",") if x.strip())} if a.sources else {}
+    try:
+        cfg = TrainConfig(
+            seed=a.seed,
+            max_epochs=a.epochs,
+            epoch_size=a.epoch_size,
+            patience=a.patience,
+            device=a.device,
+            out_dir=a.out,
+            data_dir=a.data,
+            limit_records=a.limit_records,
+            threads=a.threads,
+            rhythm_only=a.rhythm_only,
+            stretch=a.stretch,
+            lead_swap=a.lead_swap,
+            pack=a.pack,
+            **sources,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
         train(cfg)
     except (FileNotFoundError, PackError) as exc:
@@ -418,14 +422,14 @@ def cmd_pack_data(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from classifier.training.pack import write_pack
-    from classifier.training.records import list_records, split_of
+    from classifier.training.records import TRAIN_SOURCES, list_records, split_of
 
     _setup_logging(a.log_level)
     root = Path(a.data) if a.data else None
     splits = set(a.splits.split(","))
     if not splits <= {"train", "val", "test"}:
         raise UsageError(f"--splits takes train, val and test, not {a.splits!r}")
-    names = [n for n in list_records(root) if split_of(n) in splits]
+    names = [n for n in list_records(root, TRAIN_SOURCES) if split_of(n) in splits]
     if not names:
         raise UsageError("no WFDB records found; set ECG_DATA_DIR or pass --data")
     write_pack(Path(a.out), names, root)
@@ -639,6 +643,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--stretch", type=_fraction, default=0.0, help="time-stretch NORMAL/AF windows by up to this fraction"
     )
     t.add_argument("--lead-swap", type=_fraction, default=0.0, help="probability of swapping the leads")
+    t.add_argument(
+        "--sources",
+        help="comma-separated sources to train on (default mitdb,vfdb,svdb,cinc2017; leave one out for its "
+        "leave-one-source-out figures)",
+    )
     t.set_defaults(func=cmd_train)
 
     pk = sub.add_parser("pack-data", help="pack records at the model rate into one file, for training elsewhere")

@@ -56,6 +56,7 @@ def test_each_command_has_help(command: str) -> None:
         (["frobnicate"], "invalid choice"),
         (["train", "--pack", "/nonexistent/pack.zip"], "not a readable pack"),
         (["train", "--stretch", "1.5"], "must be in [0, 1)"),
+        (["train", "--sources", "mitdb,ptbxl"], "sources must be some of mitdb, vfdb, svdb, cinc2017"),
         (["pack-data", "--out", "/tmp/x.zip", "--splits", "train,holdout"], "--splits"),
     ],
 )

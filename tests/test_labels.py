@@ -70,3 +70,46 @@ def test_real_record_labels(data_dir) -> None:  # type: ignore[no-untyped-def]
     assert len(pauses) == 2  # the data README lists two R-R gaps of 3 s or more
     assert all((e.end - e.start) / rec.fs >= 3.0 for e in pauses)
     assert np.all(np.diff(rec.beats) > 0)
+
+
+def test_cinc2017_training_records(data_dir) -> None:  # type: ignore[no-untyped-def]
+    """Handheld recordings train the network: labelled whole from REFERENCE.csv, split by number,
+    single lead (the second is NaN), and a recording whose detected beats leave a pause-length
+    gap is left out rather than taught as NORMAL."""
+    from classifier.training.records import TRAIN_SOURCES, cinc2017_labels, list_records, load_record, split_of
+
+    if not (data_dir / "cinc2017" / "REFERENCE.csv").exists():
+        pytest.skip(f"CinC 2017 not found under {data_dir}")
+    labels = cinc2017_labels(data_dir)
+    names = [n for n in list_records(data_dir, TRAIN_SOURCES) if n.startswith("cinc2017/")]
+    assert len(names) > 1000
+    assert split_of("cinc2017/A00305") == "test" and split_of("cinc2017/A00306") == "val"
+    assert split_of("cinc2017/A00307") == "train"
+    seen: dict[str, int] = {}
+    for name in names[:80]:
+        rec = load_record(name, data_dir, labels=labels, cache=False)
+        lab = labels[name.split("/")[1]]
+        assert rec.signal.shape[0] == 2 and np.isnan(rec.signal[1]).all() and np.isfinite(rec.signal[0]).all()
+        events = [e.event for e in rec.episodes]
+        assert events in ([], ["AF"], ["NOISE"])
+        if events == ["AF"]:
+            assert lab == "A" and rec.episodes[0].end == rec.signal.shape[1]
+        if events == []:
+            assert lab in "NO~"
+        seen[lab] = seen.get(lab, 0) + 1
+    assert {"A", "N", "O"} <= set(seen)
+
+
+def test_cinc2017_pause_length_gap_is_left_out() -> None:
+    from classifier.constants import MODEL_FS
+    from classifier.training.records import _cinc2017_episodes
+
+    t = np.arange(int(30 * MODEL_FS)) / MODEL_FS
+    beats = np.zeros_like(t)
+    for b in np.arange(0.5, 30, 0.8):
+        if not 10 < b < 14:  # a 4 s gap
+            beats += np.exp(-0.5 * ((t - b) / 0.012) ** 2)
+    sig = np.vstack([beats, np.full_like(t, np.nan)]).astype(np.float32)
+    assert [e.event for e in _cinc2017_episodes("N", sig, 3.0)] == ["NOISE"]
+    assert _cinc2017_episodes("N", sig, 5.0) == []
+    assert [e.event for e in _cinc2017_episodes("A", sig, 5.0)] == ["AF"]

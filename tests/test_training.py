@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from classifier import MLECGClassifier
@@ -60,3 +61,28 @@ def test_model_version_tells_settings_apart() -> None:
     assert model_version(base, "20260101") == model_version(TrainConfig(seed=0, out_dir="elsewhere"), "20260101")
     assert model_version(base, "20260101") != model_version(TrainConfig(seed=0, stretch=0.15), "20260101")
     assert _command(TrainConfig(seed=2, stretch=0.15)) == "ecg-monitor train --seed 2 --stretch 0.15"
+    without = TrainConfig(seed=0, sources=("mitdb", "vfdb", "svdb"))
+    assert model_version(base, "20260101") != model_version(without, "20260101")
+    assert _command(without) == "ecg-monitor train --seed 0 --sources mitdb,vfdb,svdb"
+    with pytest.raises(ValueError, match="sources"):
+        TrainConfig(sources=("ptbxl",))
+
+
+def test_every_source_gets_an_equal_share_of_a_class() -> None:
+    """Thousands of Holter AF windows from a few patients must not drown the handheld ones."""
+    from classifier.training.dataset import WindowIndex, source_weights
+    from classifier.training.records import Record
+
+    def rec(name: str) -> Record:
+        return Record(name, 128.0, np.zeros((2, 10), dtype=np.float32), [], np.zeros(0, dtype=np.int64))
+
+    records = [rec("mitdb/201"), rec("mitdb/202"), rec("cinc2017/A00307")]
+    owner = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    z = np.zeros(owner.size, dtype=np.int64)
+    idx = WindowIndex(owner, z, z, z)
+    w = source_weights(records, idx, np.arange(owner.size))
+    assert w.sum() == pytest.approx(1.0)
+    assert w[owner < 2].sum() == pytest.approx(0.5) and w[owner == 2].sum() == pytest.approx(0.5)
+    assert np.allclose(w[owner < 2], w[0])  # within a source, windows are equally likely
+    one = source_weights(records, idx, np.arange(90))
+    assert np.allclose(one, 1 / 90)

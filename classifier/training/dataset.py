@@ -76,6 +76,18 @@ def real_batch(records: list[Record], idx: WindowIndex, sel: NDArray[np.int64]) 
     return out
 
 
+def source_weights(records: list[Record], idx: WindowIndex, pool: NDArray[np.intp]) -> NDArray[np.float64]:
+    """Sampling probabilities over ``pool`` that give every source an equal share of the class:
+    otherwise the thousands of AF windows of a few Holter patients would drown the hundreds of
+    handheld patients, and the network would again learn patients rather than AF."""
+    source = np.array([records[int(idx.rec[i])].name.split("/")[0] for i in pool.tolist()])
+    w = np.zeros(pool.size)
+    names, counts = np.unique(source, return_counts=True)
+    for name, count in zip(names.tolist(), counts.tolist(), strict=True):
+        w[source == name] = 1.0 / (count * names.size)
+    return w
+
+
 class BalancedEpochs:
     """Draws each epoch's windows with a fixed class mix; PAUSE is topped up by spliced pauses."""
 
@@ -100,6 +112,7 @@ class BalancedEpochs:
         self.rng = np.random.default_rng(seed)
         self.with_beats = [i for i, r in enumerate(records) if r.beats.size > 100]
         self.by_class: dict[str, NDArray[np.intp]] = {c: np.flatnonzero(idx.label == CLASS_INDEX[c]) for c in CLASSES}
+        self.weights = {c: source_weights(records, idx, pool) for c, pool in self.by_class.items()}
 
     def epoch(self) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         rng = self.rng
@@ -110,7 +123,9 @@ class BalancedEpochs:
             pool = self.by_class[cls]
             n_real = n if cls != "PAUSE" else min(n // 4, pool.size * 4)
             if pool.size and n_real:
-                for i in rng.choice(pool, size=n_real, replace=pool.size < n_real).tolist():
+                w = self.weights[cls]
+                replace = bool((w > 0).sum() < n_real)
+                for i in rng.choice(pool, size=n_real, replace=replace, p=w).tolist():
                     xs.append(self._real(int(i)))
                     ys.append(CLASS_INDEX[cls])
             if cls == "PAUSE":

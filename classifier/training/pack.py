@@ -19,7 +19,7 @@ import numpy as np
 
 from classifier.constants import MODEL_FS, PAUSE_THRESHOLD_S
 from classifier.training.labels import Episode
-from classifier.training.records import Record, dequantize, load_record, quantize
+from classifier.training.records import Record, cinc2017_labels, dequantize, load_record, quantize
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ def write_pack(path: Path, names: list[str], root: Path | None = None) -> dict[s
     """Pack ``names`` (read through ``load_record``) into ``path``; return the manifest."""
     records: dict[str, object] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
+    labels = cinc2017_labels(root) if any(n.startswith("cinc2017/") for n in names) else {}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as zf:
         for name in names:
-            rec = load_record(name, root)
+            rec = load_record(name, root, labels=labels)
             q = quantize(rec.signal)
             # Deltas of ECG are small, so they compress far better than levels; int16
             # wrap-around makes the round trip exact.

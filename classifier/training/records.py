@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 
 DATA_ENV = "ECG_DATA_DIR"
 DATABASES = ("mitdb", "vfdb", "svdb")
+#: The sources the network trains on: the three Holter databases and the CinC 2017 handheld
+#: recordings (their train splits). PTB-XL and CinC 2015 stay whole held-out sources.
+TRAIN_SOURCES = (*DATABASES, "cinc2017")
+#: CinC 2017 reference label -> the window label: 'O' (other rhythms) and '~' (noise) are what
+#: a monitor must not alarm on.
+CINC2017_LABELS = {"A": "AF", "N": "NORMAL", "O": "NORMAL", "~": "NORMAL"}
 
 #: Record-disjoint splits, fixed so that every figure can be reproduced. Each held-out
 #: set holds AF, VTACH and PAUSE episodes from more than one database.
@@ -46,11 +52,11 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def list_records(root: Path | None = None) -> list[str]:
-    """All records as 'db/name', sorted, for the databases present under ``root``."""
+def list_records(root: Path | None = None, sources: tuple[str, ...] = DATABASES) -> list[str]:
+    """All records as 'db/name', sorted, for the ``sources`` present under ``root``."""
     root = root or data_dir()
     out: list[str] = []
-    for db in DATABASES:
+    for db in sources:
         folder = root / db
         if folder.is_dir():
             out.extend(f"{db}/{p.stem}" for p in sorted(folder.glob("*.hea")))
@@ -73,6 +79,8 @@ def split_of(record: str) -> str:
     db, name = record.split("/")
     if db == "svdb" and name.isdigit():
         return number_split(int(name))
+    if db == "cinc2017":
+        return number_split(int(name[1:]))
     return "train"
 
 
@@ -156,12 +164,38 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ECG_CACHE_DIR", Path.home() / ".cache" / "ecg-monitor"))
 
 
+def cinc2017_labels(root: Path | None = None) -> dict[str, str]:
+    """'A00302' -> 'N': the CinC 2017 reference labels (REFERENCE.csv)."""
+    with open((root or data_dir()) / "cinc2017" / "REFERENCE.csv") as fh:
+        return {r[0]: r[1].strip() for r in csv.reader(fh) if len(r) == 2}
+
+
+def _cinc2017_episodes(label: str, signal: NDArray[np.float32], pause_threshold_s: float) -> list[Episode]:
+    """A whole-recording episode from the reference label. These recordings carry no beat
+    annotations, so one where our detector finds a gap of a pause's length cannot be told apart
+    from a pause: it is left out whole (NOISE covers it), not taught as NORMAL."""
+    from classifier.qrs import detect_qrs
+
+    n = signal.shape[1]
+    beats = detect_qrs(np.nan_to_num(signal[0]), MODEL_FS)
+    edges = np.concatenate([[0], beats, [n]])
+    if np.diff(edges).max(initial=0) >= pause_threshold_s * MODEL_FS:
+        return [Episode("NOISE", 0, n)]
+    event = CINC2017_LABELS[label]
+    return [] if event == "NORMAL" else [Episode(event, 0, n)]
+
+
 def load_record(
-    record: str, root: Path | None = None, pause_threshold_s: float = PAUSE_THRESHOLD_S, cache: bool = True
+    record: str,
+    root: Path | None = None,
+    pause_threshold_s: float = PAUSE_THRESHOLD_S,
+    cache: bool = True,
+    labels: dict[str, str] | None = None,
 ) -> Record:
     """Load a record at the model rate with its annotations mapped onto it.
 
     The resampled signal is cached (it is the slow part); annotations are re-read each time.
+    CinC 2017 records take their label from ``labels`` (read from REFERENCE.csv when None).
     """
     import wfdb
 
@@ -180,5 +214,11 @@ def load_record(
         if cache:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.save(cached, q)
+    signal = dequantize(q)
+    db, name = record.split("/")
+    if db == "cinc2017":
+        label = (labels if labels is not None else cinc2017_labels(root))[name]
+        eps = _cinc2017_episodes(label, signal, pause_threshold_s)
+        return Record(record, MODEL_FS, signal, eps, np.zeros(0, dtype=np.int64))
     eps, beats = _annotations(path, fs_in, int(hdr.sig_len), pause_threshold_s)
-    return Record(record, MODEL_FS, dequantize(q), eps, beats)
+    return Record(record, MODEL_FS, signal, eps, beats)

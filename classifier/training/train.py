@@ -26,7 +26,7 @@ from classifier.training.dataset import BalancedEpochs, WindowIndex, index_windo
 from classifier.training.focal import FocalLoss
 from classifier.training.metrics import confusion, per_class
 from classifier.training.pack import Pack, PackError
-from classifier.training.records import Record, list_records, load_record, split_of
+from classifier.training.records import TRAIN_SOURCES, Record, cinc2017_labels, list_records, load_record, split_of
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,14 @@ class TrainConfig:
     lead_swap: float = 0.0  # probability of swapping the two leads
     pack: str | None = None  # read records from this pack instead of the data folder
     mix: dict[str, float] = field(default_factory=lambda: {"NORMAL": 0.5, "AF": 0.2, "VTACH": 0.17, "PAUSE": 0.13})
+    #: The sources trained on (their train splits; validation on their val splits). Leaving one
+    #: out gives that source's leave-one-source-out figures.
+    sources: tuple[str, ...] = TRAIN_SOURCES
+
+    def __post_init__(self) -> None:
+        self.sources = tuple(self.sources)
+        if not self.sources or not set(self.sources) <= set(TRAIN_SOURCES):
+            raise ValueError(f"sources must be some of {', '.join(TRAIN_SOURCES)}, not {', '.join(self.sources)!r}")
 
 
 def _git_version() -> str:
@@ -78,9 +86,11 @@ def _record_names(cfg: TrainConfig) -> tuple[list[str], Callable[[str], Record]]
         pack = Pack(Path(cfg.pack))
         if pack.pause_threshold_s != PAUSE_THRESHOLD_S:
             raise PackError(f"{cfg.pack}: packed with a {pack.pause_threshold_s} s pause threshold")
-        return pack.names, pack.load
+        return [n for n in pack.names if n.split("/")[0] in cfg.sources], pack.load
     root = Path(cfg.data_dir) if cfg.data_dir else None
-    return list_records(root), lambda n: load_record(n, root)
+    names = list_records(root, tuple(cfg.sources))
+    labels = cinc2017_labels(root) if any(n.startswith("cinc2017/") for n in names) else {}
+    return names, lambda n: load_record(n, root, labels=labels)
 
 
 def model_version(cfg: TrainConfig, date: str) -> str:
@@ -98,13 +108,24 @@ def _command(cfg: TrainConfig) -> str:
     flags = {
         "seed": "--seed", "max_epochs": "--epochs", "epoch_size": "--epoch-size", "patience": "--patience",
         "device": "--device", "rhythm_only": "--rhythm-only", "stretch": "--stretch", "lead_swap": "--lead-swap",
+        "sources": "--sources",
     }  # fmt: skip
     parts = ["ecg-monitor train"]
     for name, flag in flags.items():
         value = getattr(cfg, name)
         if name == "seed" or value != getattr(default, name):
-            parts.append(f"{flag} {value}")
+            parts.append(f"{flag} {','.join(value) if isinstance(value, tuple) else value}")
     return " ".join(parts)
+
+
+def record_list(names: list[str]) -> list[str]:
+    """Record names for the card; the thousands of CinC 2017 recordings as one line that says
+    which they are (their split is a rule on the record number, ``records.split_of``)."""
+    handheld = [n for n in names if n.startswith("cinc2017/")]
+    out = [n for n in names if not n.startswith("cinc2017/")]
+    if handheld:
+        out.append(f"cinc2017/* ({len(handheld)} recordings, {handheld[0]} to {handheld[-1]}, by record number)")
+    return out
 
 
 def _seed_everything(cfg: TrainConfig) -> None:
@@ -230,8 +251,8 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             "config": asdict(cfg),
             "command": _command(cfg),
             "code_version": _git_version(),
-            "records_train": train_names,
-            "records_val": val_names,
+            "records_train": record_list(train_names),
+            "records_val": record_list(val_names),
             "windows_train": train_idx.counts(),
             "windows_val": val_idx.counts(),
             "best_epoch": best_epoch,
