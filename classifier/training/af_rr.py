@@ -19,7 +19,6 @@ source) go to ``reports/af_rr.md``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -40,6 +39,7 @@ from classifier.qrs import detect_qrs
 from classifier.rules import RuleThresholds
 from classifier.training.records import (
     cache_dir,
+    cinc2017_labels,
     data_dir,
     list_records,
     load_record,
@@ -119,10 +119,8 @@ def _cinc2017(length_s: float) -> Iterator[Row]:
 
     root = data_dir() / "cinc2017"
     labels = {"A": 1, "N": 0, "O": 0, "~": -1}
-    with open(root / "REFERENCE.csv") as fh:
-        rows = [r for r in csv.reader(fh) if len(r) == 2]
     n_win = int(length_s * MODEL_FS)
-    for rec_name, lab in rows:
+    for rec_name, lab in cinc2017_labels().items():
         if not (root / f"{rec_name}.hea").exists():
             continue
         split = number_split(int(rec_name[1:]))
@@ -359,8 +357,7 @@ def compare_on_cinc2017(af_model: Path) -> dict[str, dict[str, float | int]]:
     finally:
         logging.getLogger("classifier.inference").setLevel(prev)
     root = data_dir() / "cinc2017"
-    with open(root / "REFERENCE.csv") as fh:
-        rows = [r for r in csv.reader(fh) if len(r) == 2 and r[1] != "~" and number_split(int(r[0][1:])) == "test"]
+    rows = [(n, lab) for n, lab in cinc2017_labels().items() if lab != "~" and number_split(int(n[1:])) == "test"]
     calls: dict[str, list[bool]] = {k: [] for k in clfs}
     truth: list[bool] = []
     batch: list[tuple[NDArray[np.float64], None, float, None]] = []

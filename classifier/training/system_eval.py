@@ -42,7 +42,15 @@ from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
 from classifier.training.labels import extract_episodes, label_window
 from classifier.training.metrics import wilson
-from classifier.training.records import DATA_ENV, data_dir, list_records, number_split, ptbxl_records, split_of
+from classifier.training.records import (
+    DATA_ENV,
+    cinc2017_labels,
+    data_dir,
+    list_records,
+    number_split,
+    ptbxl_records,
+    split_of,
+)
 from protocol.alarm import Alarm
 
 log = logging.getLogger(__name__)
@@ -282,8 +290,7 @@ def call_batch(clf: Classifier, windows: Sequence[tuple[NDArray[Any], NDArray[An
 def cinc2017_rows(root: Path) -> list[tuple[str, str]]:
     """(record, label) of the held-out test split (record number % 5 == 0) present on disk."""
     folder = root / "cinc2017"
-    with open(folder / "REFERENCE.csv") as fh:
-        rows = [(r[0], r[1]) for r in csv.reader(fh) if len(r) == 2]
+    rows = cinc2017_labels(root).items()
     return [(n, lab) for n, lab in rows if number_split(int(n[1:])) == "test" and (folder / f"{n}.hea").exists()]
 
 
@@ -1046,7 +1053,12 @@ def _render_ptbxl(p: dict[str, Any]) -> list[str]:
         "Calls on the AF records: model " + str(p["model"]["af_calls"]) + ", rules " + str(p["rules"]["af_calls"]),
         "",
     ]
-    L += ["Each CLBBB/CRBBB/PACE record that is not also AF (those are scored as AF records):", "", "| ecg_id | codes | model | rules |", "|---|---|---|---|"]
+    L += [
+        "Each CLBBB/CRBBB/PACE record that is not also AF (those are scored as AF records):",
+        "",
+        "| ecg_id | codes | model | rules |",
+        "|---|---|---|---|",
+    ]
     for w in p["wide_records"]:
         L.append(f"| {w['ecg_id']} | {', '.join(w['codes'])} | {w['model']} | {w['rules']} |")
     L += ["", "Each AFIB/AFLT record:", "", "| ecg_id | codes | test split | model | rules |", "|---|---|---|---|---|"]
