@@ -388,10 +388,11 @@ def cmd_classify(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from classifier.training.pack import PackError
+    from classifier.training.records import TRAIN_SOURCES
     from classifier.training.train import TrainConfig, train
 
     _setup_logging(a.log_level)
-    sources = {"sources": tuple(x.strip() for x in a.sources.split(",") if x.strip())} if a.sources else {}
+    sources = tuple(x.strip() for x in a.sources.split(",") if x.strip()) if a.sources else TRAIN_SOURCES
     try:
         cfg = TrainConfig(
             seed=a.seed,
@@ -407,7 +408,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             stretch=a.stretch,
             lead_swap=a.lead_swap,
             pack=a.pack,
-            **sources,  # type: ignore[arg-type]
+            sources=sources,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

@@ -123,9 +123,7 @@ class BalancedEpochs:
             pool = self.by_class[cls]
             n_real = n if cls != "PAUSE" else min(n // 4, pool.size * 4)
             if pool.size and n_real:
-                w = self.weights[cls]
-                replace = bool((w > 0).sum() < n_real)
-                for i in rng.choice(pool, size=n_real, replace=replace, p=w).tolist():
+                for i in rng.choice(pool, size=n_real, replace=pool.size < n_real, p=self.weights[cls]).tolist():
                     xs.append(self._real(int(i)))
                     ys.append(CLASS_INDEX[cls])
             if cls == "PAUSE":
