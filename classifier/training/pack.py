@@ -19,7 +19,7 @@ import numpy as np
 
 from classifier.constants import MODEL_FS, PAUSE_THRESHOLD_S
 from classifier.training.labels import Episode
-from classifier.training.records import Record, cinc2017_labels, dequantize, load_record, quantize
+from classifier.training.records import Record, dequantize, labels_for, load_record, quantize
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def write_pack(path: Path, names: list[str], root: Path | None = None) -> dict[s
     """Pack ``names`` (read through ``load_record``) into ``path``; return the manifest."""
     records: dict[str, object] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
-    labels = cinc2017_labels(root) if any(n.startswith("cinc2017/") for n in names) else {}
+    labels = labels_for(names, root)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as zf:
         for name in names:
             rec = load_record(name, root, labels=labels)

@@ -170,6 +170,12 @@ def cinc2017_labels(root: Path | None = None) -> dict[str, str]:
         return {r[0]: r[1].strip() for r in csv.reader(fh) if len(r) == 2}
 
 
+def labels_for(names: list[str], root: Path | None = None) -> dict[str, str]:
+    """The ``labels`` that ``load_record`` needs for ``names``: the CinC 2017 reference labels
+    when any of them is a CinC 2017 record (read once, not once per record), else none."""
+    return cinc2017_labels(root) if any(n.startswith("cinc2017/") for n in names) else {}
+
+
 def _cinc2017_episodes(label: str, signal: NDArray[np.float32], pause_threshold_s: float) -> list[Episode]:
     """A whole-recording episode from the reference label. These recordings carry no beat
     annotations, so one where our detector finds a gap of a pause's length cannot be told apart

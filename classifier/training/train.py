@@ -26,7 +26,7 @@ from classifier.training.dataset import BalancedEpochs, WindowIndex, index_windo
 from classifier.training.focal import FocalLoss
 from classifier.training.metrics import confusion, per_class
 from classifier.training.pack import Pack, PackError
-from classifier.training.records import TRAIN_SOURCES, Record, cinc2017_labels, list_records, load_record, split_of
+from classifier.training.records import TRAIN_SOURCES, Record, labels_for, list_records, load_record, split_of
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def _record_names(cfg: TrainConfig) -> tuple[list[str], Callable[[str], Record]]
             raise PackError(f"{cfg.pack}: packed with a {pack.pause_threshold_s} s pause threshold")
         return [n for n in pack.names if n.split("/")[0] in cfg.sources], pack.load
     root = Path(cfg.data_dir) if cfg.data_dir else None
-    names = list_records(root, tuple(cfg.sources))
-    labels = cinc2017_labels(root) if any(n.startswith("cinc2017/") for n in names) else {}
+    names = list_records(root, cfg.sources)
+    labels = labels_for(names, root)
     return names, lambda n: load_record(n, root, labels=labels)
 
 
