@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from classifier.constants import MODEL_FS
+from classifier.training.records import load_record
+from monitor.core.pause import pause_observation
+from monitor.core.ringbuffer import RingBuffer
 from monitor.core.stream import PauseTracker
 
 FRAME = 25  # about 0.2 s at 128 Hz
@@ -89,3 +94,90 @@ def test_a_gap_does_not_span_time_when_no_lead_counted() -> None:
 
     assert run(quality_known=False) > 29.0  # without the leads' state, the tracker sees a 30 s gap
     assert run(quality_known=True) < 1.0
+
+
+def _fading_into_noise(seed: int = 0) -> np.ndarray:
+    """20 s of 1 mV beats, 25 s of beats fading to 0.05 mV, then 30 s of 0.02 mV noise alone:
+    how VF or a failing rhythm dies out into asystole on a lead that is still attached."""
+    onsets = [0.5 + 0.8 * k for k in range(56)]
+    x = _beats(onsets, 75.0, seed=seed).astype(np.float64)
+    n = x.shape[1]
+    gain = np.interp(np.arange(n) / MODEL_FS, [0.0, 20.0, 45.0, 45.01, 75.0], [1.0, 1.0, 0.05, 0.0, 0.0])
+    noise = np.random.default_rng(seed + 1).normal(0.0, 0.02, (2, n))
+    return (x * gain + noise).astype(np.float32)
+
+
+def test_a_rhythm_that_fades_into_noise_becomes_a_pause() -> None:
+    x = _fading_into_noise()
+    onset_s = 45.0
+    pt = PauseTracker()
+    relative_only = PauseTracker(min_mv=0.0)
+    gaps, gaps_relative = [], []
+    for a in range(0, x.shape[1] - FRAME + 1, FRAME):
+        t_end = (a + FRAME - 1) / MODEL_FS
+        pt.update(x[:, a : a + FRAME], t_end)
+        relative_only.update(x[:, a : a + FRAME], t_end)
+        if t_end > onset_s:
+            gaps.append(pt.gap(t_end))
+            gaps_relative.append(relative_only.gap(t_end))
+    # The level learnt from the fading beats follows them down to the noise, and alone would
+    # count the noise as beats for ever; the amplitude floor does not.
+    assert max(gaps_relative) < 3.0
+    assert max(gaps) > 25.0
+
+
+def test_small_beats_above_the_floor_still_count() -> None:
+    onsets = [0.5 + 0.8 * k for k in range(40)]
+    x = _beats(onsets, 33.0, width_s=0.1) * np.float32(0.25)  # 0.25 mV QRS: a low-voltage lead
+    open_max, closed_max, closed = _run(x)
+    assert max(open_max, closed_max) < 1.2  # one R-R and a frame
+    assert closed and np.allclose(closed, 0.8, atol=0.03)
+
+
+def test_asystole_after_vf_on_a_real_record(data_dir: Path) -> None:
+    """vfdb/427: the cardiologists mark asystole from 1533 s, after VF: 0.2-1 mV of slow
+    agonal complexes and noise, not a flat line. The tracker must open a pause there."""
+    rec = load_record("vfdb/427", data_dir)
+    a, b = int(1400 * MODEL_FS), int(2100 * MODEL_FS)
+    x = rec.signal[:, a:b]
+    pt = PauseTracker()
+    longest = 0.0
+    for k in range(0, x.shape[1] - FRAME + 1, FRAME):
+        t_end = 1400 + (k + FRAME - 1) / MODEL_FS
+        pt.update(x[:, k : k + FRAME], t_end)
+        if t_end > 1533:
+            longest = max(longest, pt.gap(t_end), pt.closed_gap)
+    assert longest >= 3.0
+
+
+def _judge_after_handover(both_leads_beat: bool) -> list[bool | None]:
+    """Beats on lead 2 (and on lead 1 too when ``both_leads_beat``, else lead 1 is a near-flat
+    unused lead); at 20 s the analysis judges lead 2 noisy and only lead 1 counts, while the
+    heart stops. What the PAUSE rule says over the next 6 s."""
+    onsets = [0.5 + 0.8 * k for k in range(25)]  # the last beat at 19.7 s
+    x = _beats(onsets, 30.0)
+    # After the last beat, low-amplitude noise (not a flat line, which is leads off).
+    x[:, int(20.2 * MODEL_FS) :] += np.random.default_rng(4).normal(0.0, 0.03, (2, x.shape[1] - int(20.2 * MODEL_FS)))
+    if not both_leads_beat:
+        x[0] = np.random.default_rng(3).normal(0.0, 0.003, x.shape[1])
+    buf = RingBuffer(2, int(90 * MODEL_FS))
+    pt = PauseTracker()
+    verdicts: list[bool | None] = []
+    for a in range(0, x.shape[1] - FRAME + 1, FRAME):
+        t_end = (a + FRAME - 1) / MODEL_FS
+        if 20.0 <= t_end < 20.2:
+            pt.set_usable(np.array([True, False]), t_end)
+        block = x[:, a : a + FRAME]
+        buf.write(block)
+        pt.update(block, t_end)
+        if t_end > 20.0:
+            obs = pause_observation(pt, t_end, t_end, buf, 3.0)
+            verdicts.append(None if obs is None else obs.present)
+    return verdicts
+
+
+def test_a_lead_that_never_showed_the_beats_cannot_call_asystole() -> None:
+    # The lead carrying the beats turned noisy; the other shows nothing and never did: not judged.
+    assert True not in _judge_after_handover(both_leads_beat=False)
+    # The lead left over did show the beats, then nothing: asystole.
+    assert True in _judge_after_handover(both_leads_beat=True)

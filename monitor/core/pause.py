@@ -37,6 +37,12 @@ _HIT_FRACTION = 0.35
 _RATE_BEATS = 8
 #: Blocks once the open gap is this long (s) no longer feed the level, so a pause cannot lower it.
 _LEVEL_FREEZE_GAP_S = 1.5
+#: A hit must also swing this far (mV, peak to peak over the trailing ``_AMP_SPAN`` samples, 0.1 s):
+#: the relative level follows a signal that fades slowly (VF dying out into asystole) down to the
+#: noise, and then counts noise as beats. Chosen on the training and validation records (README,
+#: How a stream is judged); below all but 0.1% of the QRS complexes of the handheld CinC 2017 lead.
+QRS_MIN_MV = 0.125
+_AMP_SPAN = 13
 
 
 def _p90(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -50,20 +56,31 @@ def _p90(x: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
+def _swing(ext: NDArray[np.float64], lead: NDArray[np.intp], pos: NDArray[np.intp]) -> NDArray[np.float64]:
+    """Peak to peak (mV) of ``ext[lead]`` over the ``_AMP_SPAN`` samples ending at ``pos``
+    (fewer at a stream's start): computed for the few hit samples only."""
+    idx = np.maximum(pos[:, None] - np.arange(_AMP_SPAN)[None, :], 0)
+    vals = ext[lead[:, None], idx]
+    out: NDArray[np.float64] = vals.max(axis=1) - vals.min(axis=1)
+    return out
+
+
 @dataclass(slots=True)
 class PauseTracker:
     """Cheap per-frame R-R gap check on the model-rate signal.
 
     The slope over two samples (x[n] - x[n-2], about 8-50 Hz at 128 Hz) follows each lead; a
     slope above 35% of the typical QRS slope (90th percentile of recent maxima per 0.2 s of
-    signal) counts as a hit, and hits are grouped into QRS complexes. Gaps run from QRS onset to QRS
+    signal) counts as a hit when the lead also swings ``QRS_MIN_MV`` within 0.1 s, and hits are
+    grouped into QRS complexes. Gaps run from QRS onset to QRS
     onset, like the R-R interval they stand for (timing from the end of a QRS would shorten
     every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
     a pause a little over the threshold is not lost between two frame ends. The open gap grows
     between frames, never on missing data. Plain numpy on a few dozen samples a frame.
     """
 
-    prev: NDArray[np.float64] | None = None  # the last two samples of each lead
+    prev: NDArray[np.float64] | None = None  # the last _AMP_SPAN samples of each lead
+    min_mv: float = QRS_MIN_MV
     maxima: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _LEVEL_BLOCKS)))
     n_max: int = 0  # blocks learnt
     block_peak: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
@@ -75,6 +92,9 @@ class PauseTracker:
     closed_at: float = 0.0  # when that gap ended (the onset of the QRS that closed it)
     usable: NDArray[np.bool_] = field(default_factory=lambda: np.ones(2, dtype=bool))
     onsets: deque[float] = field(default_factory=lambda: deque(maxlen=_RATE_BEATS + 1))  # latest QRS onsets
+    #: Stream time of each lead's latest QRS hit (-inf: none yet): a lead that never showed the
+    #: beat that opened a gap cannot tell that none followed.
+    lead_hit_t: NDArray[np.float64] = field(default_factory=lambda: np.full(2, -np.inf))
 
     def steady_rate_bpm(self, tolerance: float = 0.15) -> float:
         """Heart rate from the latest QRS onsets (median R-R) when every one of those R-R intervals
@@ -110,6 +130,7 @@ class PauseTracker:
         self.last_beat_t = None
         self.last_hit_t = None
         self.closed_gap = 0.0
+        self.lead_hit_t = np.full(2, -np.inf)
 
     def update(self, block: NDArray[np.float32], t_end: float) -> None:
         """Feed a (2, n) model-rate block whose last sample is at stream time ``t_end``."""
@@ -119,16 +140,27 @@ class PauseTracker:
             return
         x = block.astype(np.float64)
         x[np.isnan(x)] = 0.0  # (nan_to_num's checks cost more than this at 26 samples)
+        old = 0 if self.prev is None else self.prev.shape[1]
         ext = x if self.prev is None else np.concatenate([self.prev, x], axis=1)
-        self.prev = ext[:, -2:].copy()
-        if ext.shape[1] < 3:
+        self.prev = ext[:, -_AMP_SPAN:].copy()
+        first = max(old, 2)  # the first new sample with two before it
+        if ext.shape[1] <= first:
             return
-        slope = np.abs(ext[:, 2:] - ext[:, :-2])  # aligned with the last len-2 samples
+        slope = np.abs(ext[:, first:] - ext[:, first - 2 : -2])  # aligned with the last len-first samples
         if self.n_max > _LEARN_BLOCKS:
             hits = (slope >= _HIT_FRACTION * self.level[:, None]) & self.usable[:, None]
-            cols = np.flatnonzero(hits.any(axis=0))
-            if cols.size:
-                self._group_hits(t_end - (slope.shape[1] - 1 - cols) / MODEL_FS)
+            if hits.any():
+                if self.min_mv > 0.0:
+                    lead, col = np.nonzero(hits)
+                    low = _swing(ext, lead, first + col) < self.min_mv
+                    if low.any():
+                        hits[lead[low], col[low]] = False
+                cols = np.flatnonzero(hits.any(axis=0))
+                if cols.size:
+                    m = slope.shape[1]
+                    self._group_hits(t_end - (m - 1 - cols) / MODEL_FS)
+                    last = m - 1 - np.argmax(hits[:, ::-1], axis=1)  # each lead's latest hit
+                    self.lead_hit_t = np.where(hits.any(axis=1), t_end - (m - 1 - last) / MODEL_FS, self.lead_hit_t)
         else:
             self.last_beat_t = t_end  # still learning the QRS level: no judgement yet
         self._learn(slope, t_end)
@@ -166,6 +198,15 @@ class PauseTracker:
     def gap(self, now: float) -> float:
         return 0.0 if self.last_beat_t is None else now - self.last_beat_t
 
+    def witness_lost(self, onset: float) -> bool:
+        """Whether the QRS at ``onset`` (that opened the gap) was seen only on leads that no longer
+        count. The lead left over never showed it, so its silence says nothing: a near-flat ICU
+        lead that takes over when the lead carrying the beats turns noisy would otherwise report
+        every second after as asystole. A gap that no lead opened (leads just back, or asystole
+        from the start) is still judged."""
+        seen = self.lead_hit_t >= onset - 1.0 / MODEL_FS
+        return bool(seen.any() and not (seen & self.usable).any())
+
 
 #: Never judge a pause from less than this much of its end (s): shorter stretches look flat.
 _JUDGE_MAX_S = 2.0
@@ -195,7 +236,8 @@ def pause_observation(
     Both the open gap and one that closed inside the latest frame count: a 3.1 s pause can end
     between two frame ends without either of them seeing 3.0 s. Returns a positive observation,
     a negative one (no gap of that length), or None (cannot judge: no usable lead, too little
-    data, or every lead flat, which is a LEADS_OFF and never an asystole).
+    data, the beat before the gap seen only on leads that no longer count, or every lead flat, which is a
+    LEADS_OFF and never an asystole).
     """
     if not tracker.usable.any():
         return None
@@ -205,7 +247,7 @@ def pause_observation(
     if gap < threshold_s:
         return Observation(False, now)
     onset = end - gap
-    if valid_s < now - onset:
+    if valid_s < now - onset or tracker.witness_lost(onset):
         return None
     # Judge the end of the gap, clear of the beat that opened it and of any that closed it.
     since_end = round((now - end) * MODEL_FS)
