@@ -181,3 +181,22 @@ def test_a_lead_that_never_showed_the_beats_cannot_call_asystole() -> None:
     assert True not in _judge_after_handover(both_leads_beat=False)
     # The lead left over did show the beats, then nothing: asystole.
     assert True in _judge_after_handover(both_leads_beat=True)
+
+
+def test_bursts_of_artefact_do_not_hide_the_beats_after_them() -> None:
+    """0.5 mV beats at 50 bpm with two 1.5 s bursts of 3 mV artefact (a patient moving): the
+    bursts lift the QRS level for 12.8 s, and ordinary beats must still count after them."""
+    onsets = [0.5 + 1.2 * k for k in range(75)]
+    x = _beats(onsets, 90.0) * np.float32(0.5)
+    rng = np.random.default_rng(5)
+    for t0 in (60.0, 66.0):
+        a, b = int(t0 * MODEL_FS), int((t0 + 1.5) * MODEL_FS)
+        x[:, a:b] += rng.normal(0.0, 1.0, (2, b - a)).astype(np.float32)
+    pt = PauseTracker()
+    longest = 0.0
+    for a in range(0, x.shape[1] - FRAME + 1, FRAME):
+        t_end = (a + FRAME - 1) / MODEL_FS
+        pt.update(x[:, a : a + FRAME], t_end)
+        if t_end > 62.0:
+            longest = max(longest, pt.gap(t_end), pt.closed_gap)
+    assert longest < 2.0

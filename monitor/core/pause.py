@@ -37,6 +37,10 @@ _HIT_FRACTION = 0.35
 _RATE_BEATS = 8
 #: Blocks once the open gap is this long (s) no longer feed the level, so a pause cannot lower it.
 _LEVEL_FREEZE_GAP_S = 1.5
+#: Hits are judged against the level capped by the median of its values over the last minute (one
+#: per refresh): a burst of artefact lifts the 90th percentile for 12.8 s, and ordinary beats then
+#: fall under 35% of it and look like a pause (CinC 2015 b587l, a false bradycardia alarm).
+_SLOW_LEVELS = round(60.0 / (_LEVEL_EVERY * _BLOCK / MODEL_FS))
 #: A hit must also swing this far (mV, peak to peak over the trailing ``_AMP_SPAN`` samples, 0.1 s):
 #: the relative level follows a signal that fades slowly (VF dying out into asystole) down to the
 #: noise, and then counts noise as beats. Chosen on the training and validation records (README,
@@ -71,7 +75,7 @@ class PauseTracker:
 
     The slope over two samples (x[n] - x[n-2], about 8-50 Hz at 128 Hz) follows each lead; a
     slope above 35% of the typical QRS slope (90th percentile of recent maxima per 0.2 s of
-    signal) counts as a hit when the lead also swings ``QRS_MIN_MV`` within 0.1 s, and hits are
+    signal, at most the median of that over the last minute) counts as a hit when the lead also swings ``QRS_MIN_MV`` within 0.1 s, and hits are
     grouped into QRS complexes. Gaps run from QRS onset to QRS
     onset, like the R-R interval they stand for (timing from the end of a QRS would shorten
     every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
@@ -86,6 +90,9 @@ class PauseTracker:
     block_peak: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
     block_fill: int = 0  # samples in the block being filled
     level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
+    levels: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _SLOW_LEVELS)))  # a minute of levels
+    n_levels: int = 0
+    hit_level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))  # the level, capped by their median
     last_beat_t: float | None = None  # onset of the latest QRS, stream seconds
     last_hit_t: float | None = None
     closed_gap: float = 0.0  # longest onset-to-onset gap that ended in the latest frame, s
@@ -125,6 +132,7 @@ class PauseTracker:
         self.onsets.clear()
         self.prev = None
         self.n_max = 0
+        self.n_levels = 0
         self.block_peak = np.zeros(2)
         self.block_fill = 0
         self.last_beat_t = None
@@ -148,7 +156,7 @@ class PauseTracker:
             return
         slope = np.abs(ext[:, first:] - ext[:, first - 2 : -2])  # aligned with the last len-first samples
         if self.n_max > _LEARN_BLOCKS:
-            hits = (slope >= _HIT_FRACTION * self.level[:, None]) & self.usable[:, None]
+            hits = (slope >= _HIT_FRACTION * self.hit_level[:, None]) & self.usable[:, None]
             if hits.any():
                 if self.min_mv > 0.0:
                     lead, col = np.nonzero(hits)
@@ -181,6 +189,10 @@ class PauseTracker:
                 self.n_max += 1
                 if self.n_max == _LEARN_BLOCKS or (self.n_max > _LEARN_BLOCKS and self.n_max % _LEVEL_EVERY == 0):
                     self.level = _p90(self.maxima[:, : min(self.n_max, _LEVEL_BLOCKS)])
+                    self.levels[:, self.n_levels % _SLOW_LEVELS] = self.level
+                    self.n_levels += 1
+                    slow = np.median(self.levels[:, : min(self.n_levels, _SLOW_LEVELS)], axis=1)
+                    self.hit_level = np.minimum(self.level, slow)
             self.block_peak = np.zeros(2)
             self.block_fill = 0
 
