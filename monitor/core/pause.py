@@ -75,10 +75,10 @@ class PauseTracker:
 
     The slope over two samples (x[n] - x[n-2], about 8-50 Hz at 128 Hz) follows each lead; a
     slope above 35% of the typical QRS slope (90th percentile of recent maxima per 0.2 s of
-    signal, at most the median of that over the last minute) counts as a hit when the lead also swings ``QRS_MIN_MV`` within 0.1 s, and hits are
-    grouped into QRS complexes. Gaps run from QRS onset to QRS
-    onset, like the R-R interval they stand for (timing from the end of a QRS would shorten
-    every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
+    signal, at most the median of that over the last minute) counts as a hit when the lead also
+    swings ``QRS_MIN_MV`` within 0.1 s, and hits are grouped into QRS complexes. Gaps run from
+    QRS onset to QRS onset, like the R-R interval they stand for (timing from the end of a QRS
+    would shorten every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
     a pause a little over the threshold is not lost between two frame ends. The open gap grows
     between frames, never on missing data. Plain numpy on a few dozen samples a frame.
     """
@@ -89,10 +89,9 @@ class PauseTracker:
     n_max: int = 0  # blocks learnt
     block_peak: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
     block_fill: int = 0  # samples in the block being filled
-    level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))
-    levels: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _SLOW_LEVELS)))  # a minute of levels
+    levels: NDArray[np.float64] = field(default_factory=lambda: np.zeros((2, _SLOW_LEVELS)))  # the last minute's
     n_levels: int = 0
-    hit_level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))  # the level, capped by their median
+    hit_level: NDArray[np.float64] = field(default_factory=lambda: np.zeros(2))  # the latest, capped by their median
     last_beat_t: float | None = None  # onset of the latest QRS, stream seconds
     last_hit_t: float | None = None
     closed_gap: float = 0.0  # longest onset-to-onset gap that ended in the latest frame, s
@@ -188,11 +187,11 @@ class PauseTracker:
                 self.maxima[:, self.n_max % _LEVEL_BLOCKS] = self.block_peak
                 self.n_max += 1
                 if self.n_max == _LEARN_BLOCKS or (self.n_max > _LEARN_BLOCKS and self.n_max % _LEVEL_EVERY == 0):
-                    self.level = _p90(self.maxima[:, : min(self.n_max, _LEVEL_BLOCKS)])
-                    self.levels[:, self.n_levels % _SLOW_LEVELS] = self.level
+                    level = _p90(self.maxima[:, : min(self.n_max, _LEVEL_BLOCKS)])
+                    self.levels[:, self.n_levels % _SLOW_LEVELS] = level
                     self.n_levels += 1
                     slow = np.median(self.levels[:, : min(self.n_levels, _SLOW_LEVELS)], axis=1)
-                    self.hit_level = np.minimum(self.level, slow)
+                    self.hit_level = np.minimum(level, slow)
             self.block_peak = np.zeros(2)
             self.block_fill = 0
 
@@ -248,8 +247,8 @@ def pause_observation(
     Both the open gap and one that closed inside the latest frame count: a 3.1 s pause can end
     between two frame ends without either of them seeing 3.0 s. Returns a positive observation,
     a negative one (no gap of that length), or None (cannot judge: no usable lead, too little
-    data, the beat before the gap seen only on leads that no longer count, or every lead flat, which is a
-    LEADS_OFF and never an asystole).
+    data, the beat before the gap seen only on leads that no longer count, or every lead flat,
+    which is a LEADS_OFF and never an asystole).
     """
     if not tracker.usable.any():
         return None
