@@ -17,7 +17,7 @@ import aiomqtt
 import zmq
 import zmq.asyncio
 
-from monitor.transports.curve import HANDSHAKE_TIMEOUT_S, ClientKeys, HandshakeWatch
+from monitor.transports.curve import HANDSHAKE_TIMEOUT_S, ClientKeys, HandshakeError, HandshakeWatch
 from monitor.transports.mqtt_transport import client_for
 from monitor.transports.tls import MqttSecurity, explain
 from protocol.topics import samples_topic
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 #: With ZeroMQ, handshake events are checked every this many sends (a queued send never waits).
-CHECK_EVERY = 256
+CHECK_EVERY_S = 0.25  # how often a flowing send loop looks for refused handshakes
 
 
 class FrameSender:
@@ -37,7 +37,9 @@ class FrameSender:
     ``.key_secret``) is a CURVE client: entering waits for the first handshake and raises
     ``HandshakeError`` (an OSError) within ``handshake_timeout`` s if the daemon refuses the key or
     does not answer. With or without CURVE, a daemon that keeps refusing the handshake makes
-    ``send`` raise once that has lasted ``handshake_timeout`` s, instead of blocking forever.
+    ``send`` raise once that has lasted ``handshake_timeout`` s, instead of blocking forever, and
+    leaving cleanly without one handshake ever succeeding raises too: libzmq would otherwise drop
+    the queued frames at close without a word.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class FrameSender:
         self._watch: HandshakeWatch | None = None
         self._mqtt: aiomqtt.Client | None = None
         self.sent = 0
+        self._checked_at = -CHECK_EVERY_S
 
     async def __aenter__(self) -> Self:
         if self.endpoint.is_zmq:
@@ -96,9 +99,25 @@ class FrameSender:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close_zmq(linger=2000 if exc is None else 0)
+        linger = 0
+        try:
+            if exc is None and self._watch is not None and self.sent:
+                await self._delivered_or_raise(self._watch)
+            linger = 2000 if exc is None else 0
+        finally:
+            self._close_zmq(linger=linger)
         if self._mqtt is not None:
             await self._mqtt.__aexit__(exc_type, exc, tb)
+
+    async def _delivered_or_raise(self, watch: HandshakeWatch) -> None:
+        """Frames queued on a connection that never completed a handshake are lost at close."""
+        await watch.drain()
+        if watch.succeeded:
+            return
+        try:
+            await watch.wait_ok(self.handshake_timeout)
+        except HandshakeError as exc:
+            raise HandshakeError(f"{exc}; {self.sent} frames were never delivered") from None
 
     def _close_zmq(self, linger: int) -> None:
         if self._watch is not None:
@@ -124,7 +143,9 @@ class FrameSender:
         once handshakes have been failing for ``handshake_timeout`` s."""
         watch = self._watch
         assert watch is not None
-        if self.sent % CHECK_EVERY == 0:
+        now = time.monotonic()
+        if now - self._checked_at >= CHECK_EVERY_S:
+            self._checked_at = now
             await self._check(watch)
         while True:
             try:

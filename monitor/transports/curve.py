@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Certificate names: a file name and a ZAP User-Id, so no path separators or spaces.
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-#: How long a client waits for its first CURVE handshake before giving up with an error.
+#: How long a client waits for its first handshake (CURVE or plain) before giving up with an error.
 HANDSHAKE_TIMEOUT_S: Final = 5.0
 _KEY_LEN: Final = 40  # a z85-encoded 32-byte CURVE key
 _NOTHING: Final = re.compile(r"(?!)")  # matches no stream id: fail closed
@@ -48,7 +48,7 @@ class CurveError(ValueError):
 
 
 class HandshakeError(OSError):
-    """A client could not complete its CURVE handshake with the server in bounded time."""
+    """A client could not complete its handshake (CURVE or plain) with the server in bounded time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +328,11 @@ class ClientKeys:
 
 _FAILED: Final[dict[int, str]] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the server refused this client's key",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error (is the server using CURVE, and this client too?)",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (wrong server key?)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol error (wrong server key, or CURVE on one side only?)",
+    # Also what a plain client sees when a CURVE server hangs up on its greeting first: libzmq then
+    # reconnects and keeps queueing, so this is not final.
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the server closed the connection mid-handshake "
+    "(wrong server key, or CURVE on one side only?)",
 }
 
 
@@ -389,8 +392,8 @@ class HandshakeWatch:
             if left <= 0:
                 break
             await self._mon.poll(int(min(left, 0.25) * 1000) + 1)
-        why = self.reason or "no answer from the server (is it running, with CURVE on?)"
-        raise HandshakeError(f"no ZeroMQ CURVE handshake with {self.url} within {timeout:g} s: {why}")
+        why = self.reason or "no answer from the server (is it running, and listening there?)"
+        raise HandshakeError(f"no ZeroMQ handshake with {self.url} within {timeout:g} s: {why}")
 
     def close(self) -> None:
         self._sock.disable_monitor()
