@@ -10,8 +10,10 @@ How it was chosen: a first version also asked for every QRS under 120 ms; on the
 CinC 2015 false VF/flutter alarms it found the steady rhythm in 2 of 24 records against 11 of 24
 without that condition, because the QRS-width estimate is unreliable on ICU leads (widths of
 200-320 ms on ordinary beats). Neither version set aside any of 1,165 ten-second windows inside
-the VT/VF episodes of vfdb and mitdb, nor any true CinC 2015 VF or tachycardia alarm. Pure numpy
-on model-rate samples (mV).
+the VT/VF episodes of vfdb and mitdb, nor any true CinC 2015 VF or tachycardia alarm. Known blind
+spot, found later: a pacemaker firing through VT (vfdb/602, training) draws a steady 60 bpm on
+one lead, and 25 of its VT windows are set aside (README, Limits). Pure numpy on model-rate
+samples (mV).
 """
 
 from __future__ import annotations
