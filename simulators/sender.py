@@ -26,8 +26,8 @@ from protocol.urls import parse_url
 log = logging.getLogger(__name__)
 
 
-#: With ZeroMQ, handshake events are checked every this many sends (a queued send never waits).
-CHECK_EVERY_S = 0.25  # how often a flowing send loop looks for refused handshakes
+#: How often (s) a flowing ZeroMQ send loop looks for refused handshakes: a queued send never waits.
+CHECK_EVERY_S = 0.25
 
 
 class FrameSender:
