@@ -35,38 +35,65 @@ MIN_BEATS = 6
 
 @dataclass(frozen=True, slots=True)
 class OrdinaryBeats:
-    lead: int
+    lead: int  # -1: both leads
     beats: int
     rate_bpm: float
     spread: float  # largest R-R deviation from the median, as a fraction of it
 
     def explain(self) -> str:
+        where = "both leads show" if self.lead < 0 else f"lead {self.lead + 1} shows"
+        aside = ", one premature beat aside" if self.lead < 0 else ""
         return (
-            f"lead {self.lead + 1} shows a steady rhythm of {self.beats} beats at {self.rate_bpm:.0f} bpm "
-            f"(every R-R within {100 * self.spread:.0f}% of the median), which VT is not"
+            f"{where} a steady rhythm of {self.beats} beats at {self.rate_bpm:.0f} bpm "
+            f"(every R-R within {100 * self.spread:.0f}% of the median{aside}), which VT is not"
         )
 
 
-def ordinary_beats(x: NDArray[np.floating], fs: float) -> tuple[int, float, float] | None:
+def ordinary_beats(x: NDArray[np.floating], fs: float, premature_ok: bool = False) -> tuple[int, float, float] | None:
     """(beats, rate bpm, R-R spread) if one lead ``x`` (mV, ``fs`` Hz) shows a steady rhythm
-    under 100 bpm throughout; None otherwise."""
+    under 100 bpm throughout (with ``premature_ok``, but for one isolated premature beat); None
+    otherwise."""
     beats = detect_qrs(x, fs)
     if beats.size < MIN_BEATS:
         return None
     rr = np.diff(beats) / fs
     med = float(np.median(rr))
-    spread = float(np.max(np.abs(rr - med))) / med if med > 0 else np.inf
-    if med <= 0 or 60.0 / med >= VT_RATE_BPM or spread > RR_TOLERANCE:
+    if med <= 0 or 60.0 / med >= VT_RATE_BPM:
+        return None
+    dev = np.abs(rr - med) / med
+    if premature_ok:
+        dev = dev[~_one_premature_beat(rr, med)]
+    spread = float(np.max(dev))
+    if spread > RR_TOLERANCE:
         return None
     return int(beats.size), 60.0 / med, spread
 
 
+def _one_premature_beat(rr: NDArray[np.floating], med: float) -> NDArray[np.bool_]:
+    """The intervals of one isolated premature beat (early, then the pause after it), if that is
+    all that breaks the rhythm: one beat is no run, and VT is three or more in a row."""
+    off = np.flatnonzero(np.abs(rr - med) > RR_TOLERANCE * med)
+    early, late = rr < med, rr > med
+    mask = np.zeros(rr.size, dtype=bool)
+    if off.size == 2 and off[1] == off[0] + 1 and early[off[0]] and late[off[1]]:
+        mask[off] = True
+    elif off.size == 1 and ((off[0] == rr.size - 1 and early[off[0]]) or (off[0] == 0 and late[0])):
+        mask[off] = True  # the pair cut by the window's edge
+    return mask
+
+
 def contradicts_vt(sig: NDArray[np.floating], usable: NDArray[np.bool_], fs: float) -> OrdinaryBeats | None:
-    """The first usable lead of ``sig`` (2, n) with ordinary beats throughout, or None."""
-    for lead in range(min(2, sig.shape[0])):
-        if not usable[lead]:
-            continue
-        found = ordinary_beats(np.nan_to_num(np.asarray(sig[lead], dtype=np.float64)), fs)
+    """The first usable lead of ``sig`` (2, n) with ordinary beats throughout; else both leads,
+    when each shows the same steady rhythm but for one premature beat (a pacemaker firing
+    through VT draws a steady rhythm on one lead, not on both); else None."""
+    leads = [k for k in range(min(2, sig.shape[0])) if usable[k]]
+    xs = {k: np.nan_to_num(np.asarray(sig[k], dtype=np.float64)) for k in leads}
+    for k in leads:
+        found = ordinary_beats(xs[k], fs)
         if found is not None:
-            return OrdinaryBeats(lead, *found)
+            return OrdinaryBeats(k, *found)
+    if len(leads) == 2:
+        a, b = (ordinary_beats(xs[k], fs, premature_ok=True) for k in leads)
+        if a is not None and b is not None and abs(a[1] - b[1]) <= RR_TOLERANCE * min(a[1], b[1]):
+            return OrdinaryBeats(-1, a[0], a[1], max(a[2], b[2]))
     return None

@@ -60,6 +60,42 @@ def test_a_short_wide_run_in_sinus_rhythm_is_not_contradicted() -> None:
     assert contradicts_vt(sig, np.array([True, True]), FS) is None
 
 
+def _with_pvc(rate_bpm: float, at_s: float, early_s: float) -> list[float]:
+    """Beat times of a regular rhythm where the beat due at ``at_s`` comes ``early_s`` early, then
+    the usual compensatory pause (the next beat stays on schedule)."""
+    times = list(np.arange(0.3, 9.8, 60.0 / rate_bpm))
+    k = int(np.argmin(np.abs(np.array(times) - at_s)))
+    times[k] -= early_s
+    return times
+
+
+def test_one_premature_beat_on_both_leads_still_contradicts_vt() -> None:
+    # CinC 2015 f829l, a false VF alarm: both leads at 87 bpm, one PVC, the network said VT.
+    beats = _with_pvc(87, 6.0, 0.2)
+    sig = np.vstack([_beats(beats, 0.12), _beats(beats, 0.12, amp=0.8)])
+    assert ordinary_beats(sig[0], FS) is None  # one lead alone, as before: not steady
+    verdict = contradicts_vt(sig, np.array([True, True]), FS)
+    assert verdict is not None and verdict.lead == -1
+    assert "both leads show a steady rhythm" in verdict.explain() and "one premature beat aside" in verdict.explain()
+
+
+def test_a_steady_lead_beside_a_fibrillating_one_needs_no_premature_beat() -> None:
+    # A pacemaker firing through VT (vfdb/602): one lead steady but for one early 'beat', the
+    # other fibrillating. The premature beat is forgiven only when both leads agree.
+    rng = np.random.default_rng(2)
+    vf = np.sin(2 * np.pi * 4.5 * np.arange(N) / FS) * 1.2 + rng.normal(0, 0.2, N)
+    sig = np.vstack([_beats(_with_pvc(60, 5.0, 0.4), 0.08), vf])
+    assert contradicts_vt(sig, np.array([True, True]), FS) is None
+
+
+def test_two_premature_beats_in_a_row_are_a_run_not_a_rhythm() -> None:
+    times = list(np.arange(0.3, 9.8, 0.7))
+    times[7] -= 0.25
+    times[8] -= 0.35  # two early beats in a row (a couplet), then the pause
+    sig = np.vstack([_beats(times, 0.12), _beats(times, 0.12, amp=0.8)])
+    assert contradicts_vt(sig, np.array([True, True]), FS) is None
+
+
 def test_fast_narrow_rhythm_is_not_ordinary() -> None:
     """A narrow tachycardia at 130 bpm is not evidence against VT by this check (rate >= 100)."""
     assert ordinary_beats(_regular(130, 0.08), FS) is None
