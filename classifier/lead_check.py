@@ -49,10 +49,18 @@ class OrdinaryBeats:
         )
 
 
-def ordinary_beats(x: NDArray[np.floating], fs: float, premature_ok: bool = False) -> tuple[int, float, float] | None:
+def ordinary_beats(x: NDArray[np.floating], fs: float) -> tuple[int, float, float] | None:
     """(beats, rate bpm, R-R spread) if one lead ``x`` (mV, ``fs`` Hz) shows a steady rhythm
-    under 100 bpm throughout (with ``premature_ok``, but for one isolated premature beat); None
-    otherwise."""
+    under 100 bpm throughout; None otherwise."""
+    found = _rhythm(x, fs)
+    if found is None or found[2] > RR_TOLERANCE:
+        return None
+    return found[:3]
+
+
+def _rhythm(x: NDArray[np.floating], fs: float) -> tuple[int, float, float, float] | None:
+    """(beats, rate bpm, R-R spread, the spread without one isolated premature beat) of a lead
+    under 100 bpm; None if too few beats or too fast."""
     beats = detect_qrs(x, fs)
     if beats.size < MIN_BEATS:
         return None
@@ -61,12 +69,7 @@ def ordinary_beats(x: NDArray[np.floating], fs: float, premature_ok: bool = Fals
     if med <= 0 or 60.0 / med >= VT_RATE_BPM:
         return None
     dev = np.abs(rr - med) / med
-    if premature_ok:
-        dev = dev[~_one_premature_beat(rr, med)]
-    spread = float(np.max(dev))
-    if spread > RR_TOLERANCE:
-        return None
-    return int(beats.size), 60.0 / med, spread
+    return int(beats.size), 60.0 / med, float(np.max(dev)), float(np.max(dev[~_one_premature_beat(rr, med)]))
 
 
 def _one_premature_beat(rr: NDArray[np.floating], med: float) -> NDArray[np.bool_]:
@@ -86,14 +89,17 @@ def contradicts_vt(sig: NDArray[np.floating], usable: NDArray[np.bool_], fs: flo
     """The first usable lead of ``sig`` (2, n) with ordinary beats throughout; else both leads,
     when each shows the same steady rhythm but for one premature beat (a pacemaker firing
     through VT draws a steady rhythm on one lead, not on both); else None."""
-    leads = [k for k in range(min(2, sig.shape[0])) if usable[k]]
-    xs = {k: np.nan_to_num(np.asarray(sig[k], dtype=np.float64)) for k in leads}
-    for k in leads:
-        found = ordinary_beats(xs[k], fs)
-        if found is not None:
-            return OrdinaryBeats(k, *found)
-    if len(leads) == 2:
-        a, b = (ordinary_beats(xs[k], fs, premature_ok=True) for k in leads)
-        if a is not None and b is not None and abs(a[1] - b[1]) <= RR_TOLERANCE * min(a[1], b[1]):
-            return OrdinaryBeats(-1, a[0], a[1], max(a[2], b[2]))
+    found = {
+        k: _rhythm(np.nan_to_num(np.asarray(sig[k], dtype=np.float64)), fs)
+        for k in range(min(2, sig.shape[0]))
+        if usable[k]
+    }
+    for k, r in found.items():
+        if r is not None and r[2] <= RR_TOLERANCE:
+            return OrdinaryBeats(k, r[0], r[1], r[2])
+    both = [r for r in found.values() if r is not None]
+    if len(both) == 2:
+        (beats, rate_a, _, a), (_, rate_b, _, b) = both
+        if max(a, b) <= RR_TOLERANCE and abs(rate_a - rate_b) <= RR_TOLERANCE * min(rate_a, rate_b):
+            return OrdinaryBeats(-1, beats, rate_a, max(a, b))
     return None
