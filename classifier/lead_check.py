@@ -68,19 +68,21 @@ def _rhythm(x: NDArray[np.floating], fs: float) -> tuple[int, float, float, floa
     med = float(np.median(rr))
     if med <= 0 or 60.0 / med >= VT_RATE_BPM:
         return None
-    dev = np.abs(rr - med) / med
-    return int(beats.size), 60.0 / med, float(np.max(dev)), float(np.max(dev[~_one_premature_beat(rr, med)]))
+    dev = (rr - med) / med
+    spread = np.abs(dev)
+    return int(beats.size), 60.0 / med, float(np.max(spread)), float(np.max(spread[~_one_premature_beat(dev)]))
 
 
-def _one_premature_beat(rr: NDArray[np.floating], med: float) -> NDArray[np.bool_]:
+def _one_premature_beat(dev: NDArray[np.floating]) -> NDArray[np.bool_]:
     """The intervals of one isolated premature beat (early, then the pause after it), if that is
-    all that breaks the rhythm: one beat is no run, and VT is three or more in a row."""
-    off = np.flatnonzero(np.abs(rr - med) > RR_TOLERANCE * med)
-    early, late = rr < med, rr > med
-    mask = np.zeros(rr.size, dtype=bool)
+    all that breaks the rhythm: one beat is no run, and VT is three or more in a row. ``dev``:
+    each R-R's signed deviation from the median, as a fraction of it."""
+    off = np.flatnonzero(np.abs(dev) > RR_TOLERANCE)
+    early, late = dev < 0, dev > 0
+    mask = np.zeros(dev.size, dtype=bool)
     if off.size == 2 and off[1] == off[0] + 1 and early[off[0]] and late[off[1]]:
         mask[off] = True
-    elif off.size == 1 and ((off[0] == rr.size - 1 and early[off[0]]) or (off[0] == 0 and late[0])):
+    elif off.size == 1 and ((off[0] == dev.size - 1 and early[off[0]]) or (off[0] == 0 and late[0])):
         mask[off] = True  # the pair cut by the window's edge
     return mask
 
