@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import signal
 
 from classifier.constants import MODEL_FS
 from classifier.training.records import load_record
@@ -98,12 +99,15 @@ def test_a_gap_does_not_span_time_when_no_lead_counted() -> None:
 
 def _fading_into_noise(seed: int = 0) -> np.ndarray:
     """20 s of 1 mV beats, 25 s of beats fading to 0.05 mV, then 30 s of 0.02 mV noise alone:
-    how VF or a failing rhythm dies out into asystole on a lead that is still attached."""
+    how VF or a failing rhythm dies out into asystole on a lead that is still attached. The noise
+    lies in the QRS band (5-25 Hz), where the tracker looks for slopes."""
     onsets = [0.5 + 0.8 * k for k in range(56)]
     x = _beats(onsets, 75.0, seed=seed).astype(np.float64)
     n = x.shape[1]
     gain = np.interp(np.arange(n) / MODEL_FS, [0.0, 20.0, 45.0, 45.01, 75.0], [1.0, 1.0, 0.05, 0.0, 0.0])
-    noise = np.random.default_rng(seed + 1).normal(0.0, 0.02, (2, n))
+    white = np.random.default_rng(seed + 1).normal(0.0, 1.0, (2, n))
+    band = signal.sosfiltfilt(signal.butter(2, [5.0, 25.0], "bandpass", fs=MODEL_FS, output="sos"), white, axis=1)
+    noise = 0.02 * band / band.std()
     return (x * gain + noise).astype(np.float32)
 
 
@@ -187,3 +191,43 @@ def test_bursts_of_artefact_do_not_hide_the_beats_after_them() -> None:
         a, b = int(t0 * MODEL_FS), int((t0 + 1.5) * MODEL_FS)
         x[:, a:b] += rng.normal(0.0, 1.0, (2, b - a)).astype(np.float32)
     assert _longest_gap(x, after_s=62.0) < 2.0
+
+
+def _mains(x: np.ndarray, hz: float, mv: float) -> np.ndarray:
+    """``x`` with mains interference of ``mv`` amplitude at ``hz`` on both leads (an unfiltered sender)."""
+    t = np.arange(x.shape[1]) / MODEL_FS
+    return (x + mv * np.sin(2 * np.pi * hz * t + 0.3)).astype(np.float32)
+
+
+def _beats_then_asystole(seed: int = 0) -> np.ndarray:
+    """30 s of 1 mV beats at 75 bpm, then 30 s of asystole: 0.02 mV of noise, a lead still on."""
+    x = _beats([0.5 + 0.8 * k for k in range(37)], 60.0, seed=seed).astype(np.float64)
+    x[:, int(30.2 * MODEL_FS) :] += np.random.default_rng(seed + 1).normal(
+        0.0, 0.02, (2, x.shape[1] - int(30.2 * MODEL_FS))
+    )
+    return x
+
+
+def test_mains_interference_does_not_hide_an_asystole() -> None:
+    """0.2 mV of 50 or 60 Hz swings the lead past the amplitude floor and, unfiltered, slopes
+    like a QRS: the tracker must still see the asystole, and the beats before it."""
+    for hz in (50.0, 60.0):
+        x = _mains(_beats_then_asystole(), hz, 0.2)
+        assert _longest_gap(x[:, : int(30 * MODEL_FS)], after_s=5.0) < 1.2, hz
+        assert _longest_gap(x, after_s=30.0) > 25.0, hz
+
+
+def test_beats_count_through_mains_interference() -> None:
+    """0.3 mV of mains on 0.5 mV beats: every beat still counts, R-R onset to onset as before."""
+    x = _mains(_beats([0.5 + 0.8 * k for k in range(40)], 33.0) * np.float32(0.5), 50.0, 0.3)
+    open_max, closed_max, closed = _run(x)
+    assert max(open_max, closed_max) < 1.2
+    assert closed and np.allclose(closed, 0.8, atol=0.03)
+
+
+def test_asystole_after_vf_under_mains_on_a_real_record(data_dir: Path) -> None:
+    """vfdb/423 (training): the annotated 10 s asystole from 1360 s, after VF, with 0.1 mV of 50 Hz
+    added, as an unfiltered front end would send it."""
+    rec = load_record("vfdb/423", data_dir)
+    x = np.nan_to_num(rec.signal[:, int(1200 * MODEL_FS) : int(1380 * MODEL_FS)].astype(np.float64))
+    assert _longest_gap(_mains(x, 50.0, 0.1), after_s=1360.0, t0=1200.0) >= 3.0
