@@ -43,7 +43,8 @@ _LEVEL_FREEZE_GAP_S = 1.5
 #: per refresh): a burst of artefact lifts the 90th percentile for 12.8 s, and ordinary beats then
 #: fall under 35% of it and look like a pause (CinC 2015 b587l, a false bradycardia alarm).
 _SLOW_LEVELS = round(60.0 / (_LEVEL_EVERY * _BLOCK / MODEL_FS))
-#: A hit must also swing this far (mV, peak to peak over the trailing ``_AMP_SPAN`` samples, 0.1 s):
+#: A hit must also swing this far (mV, peak to peak of the low-passed lead over the trailing
+#: ``_AMP_SPAN`` samples, 0.1 s):
 #: the relative level follows a signal that fades slowly (VF dying out into asystole) down to the
 #: noise, and then counts noise as beats. Chosen on the training and validation records (README,
 #: How a stream is judged); below all but 0.1% of the QRS complexes of the handheld CinC 2017 lead.
@@ -98,8 +99,8 @@ class PauseTracker:
     The slope over two samples (x[n] - x[n-2]) of each lead, low-passed first against mains
     interference (``MAINS_FIR``; together about 8-30 Hz at 128 Hz), follows the lead; a
     slope above 35% of the typical QRS slope (90th percentile of recent maxima per 0.2 s of
-    signal, at most the median of that over the last minute) counts as a hit when the lead also
-    swings ``QRS_MIN_MV`` within 0.1 s, and hits are grouped into QRS complexes. Gaps run from
+    signal, at most the median of that over the last minute) counts as a hit when the low-passed
+    lead also swings ``QRS_MIN_MV`` within 0.1 s, and hits are grouped into QRS complexes. Gaps run from
     QRS onset to QRS onset, like the R-R interval they stand for (timing from the end of a QRS
     would shorten every gap by the QRS width). A gap that ends inside a frame is kept in ``closed_gap``, so
     a pause a little over the threshold is not lost between two frame ends. The open gap grows
