@@ -439,6 +439,21 @@ def cmd_pack_data(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     _setup_logging(a.log_level)
+    if a.loso:
+        from classifier.training.loso import run as loso
+
+        if a.sources or a.update_card or a.split != "test":
+            raise UsageError("--loso scores leave-one-source-out runs; no --sources/--update-card/--split")
+        try:
+            loso(
+                Path(a.loso),
+                Path(a.out) / "loso_network.md",
+                Path(a.data) if a.data else None,
+                Path(a.model) if a.model else None,
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        return 0
     if a.sources:
         from classifier.training.system_eval import run as system_eval
 
@@ -670,6 +685,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(writes evaluation_sources.md)",
     )
     e.add_argument("--quick", action="store_true", help="with --sources: a small subset of each source (smoke run)")
+    e.add_argument(
+        "--loso",
+        metavar="RUNS",
+        help="score leave-one-source-out networks (one 'train --sources' output folder each under RUNS) on the "
+        "source each left out, beside --model or the shipped network (writes loso_network.md)",
+    )
     e.set_defaults(func=cmd_evaluate)
 
     af = sub.add_parser(

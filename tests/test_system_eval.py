@@ -99,4 +99,8 @@ def test_quick_run_writes_every_section_and_a_verdict_per_target(data_dir: Path,
     saved = json.loads(out.with_suffix(".json").read_text())
     assert {t["target"] for t in saved["targets"]} == {t["target"] for t in result["targets"]}
     assert all(t["model_met"] in (True, False) for t in saved["targets"])
-    assert "network" in text and "not done" in text  # LOSO: says plainly what was not run
+    # LOSO: the network's runs are quoted from the committed report, or their absence said plainly
+    if (Path(__file__).resolve().parents[1] / "reports" / "loso_network.json").exists():
+        assert "### The network" in text and "| network without it |" in text
+    else:
+        assert "not retrained" in text

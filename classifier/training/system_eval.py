@@ -41,6 +41,7 @@ from classifier.inference import CARD_NAME, MLECGClassifier
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
 from classifier.training.labels import extract_episodes, label_window
+from classifier.training.loso import table as loso_network_table
 from classifier.training.metrics import wilson
 from classifier.training.records import (
     DATA_ENV,
@@ -879,7 +880,7 @@ def render(r: dict[str, Any]) -> str:
     L += _render_ptbxl(r["ptbxl"])
     L += _render_cinc2015(r["cinc2015"])
     L += _render_normal(r["normal_windows"])
-    L += _render_loso(r["loso"])
+    L += _render_loso(r["loso"], r.get("loso_network", {}))
     return "\n".join(L) + "\n"
 
 
@@ -1122,13 +1123,31 @@ def _render_normal(nw: dict[str, Any]) -> list[str]:
     return L
 
 
-def _render_loso(lo: dict[str, Any]) -> list[str]:
-    L = [
-        "",
-        "## Leave one source out",
-        "",
-        "**The network was not retrained per source in this work: network leave-one-source-out runs are not done.** "
-        "The figures below are the R-R AF detector's (which decides AF in the shipped classifier), from "
+def _render_loso(lo: dict[str, Any], net: dict[str, Any]) -> list[str]:
+    L = ["", "## Leave one source out", ""]
+    if net.get("sources"):
+        L += [
+            "### The network",
+            "",
+            "Each run is the shipped configuration trained without one source (its train and validation "
+            "splits), scored on that source with the thresholds it chose on its own validation split: window "
+            "level, the network alone, one call per non-overlapping 10 s window (AF is the network's own call, "
+            "not the rhythm detector's). Beside it, on the source's test split, the shipped network, which "
+            "trained on the rest of that source, and the rules. From `reports/loso_network.json` "
+            "(`evaluate --loso`; runs and commands in `reports/loso_network.md`).",
+            "",
+            *loso_network_table(net),
+            "",
+            "### The AF detector",
+            "",
+        ]
+    else:
+        L += [
+            "**The network was not retrained per source: no `reports/loso_network.json` (`evaluate --loso`).**",
+            "",
+        ]
+    L += [
+        "The R-R AF detector (which decides AF in the shipped classifier), from "
         f"`reports/af_rr.json` (detector `{lo.get('version')}`): fitted and thresholded on the other sources, "
         "scored on all of the held-out source, at the window level.",
         "",
@@ -1241,7 +1260,10 @@ def run(out_md: Path, data: Path | None = None, quick: bool = False) -> dict[str
         return nw
 
     r["normal_windows"] = _timed("normal_windows", times, normal)
-    r["loso"] = loso_from_af_rr(Path(__file__).resolve().parents[2] / "reports" / "af_rr.json")
+    reports = Path(__file__).resolve().parents[2] / "reports"
+    r["loso"] = loso_from_af_rr(reports / "af_rr.json")
+    net = reports / "loso_network.json"
+    r["loso_network"] = json.loads(net.read_text()) if net.exists() else {}
     if r["cinc2017"]["records"] < len(cinc2017_rows(root)) and not quick:
         r["notes"].append(
             f"CinC 2017: a deterministic subsample of {r['cinc2017']['records']} of the "
