@@ -409,6 +409,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             lead_swap=a.lead_swap,
             pack=a.pack,
             sources=sources,
+            max_minutes=a.max_minutes,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -648,6 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive(int), default=30)
     t.add_argument("--epoch-size", type=_positive(int), default=6000)
     t.add_argument("--patience", type=_positive(int), default=6)
+    t.add_argument(
+        "--max-minutes",
+        type=_positive(),
+        help="wall-clock budget: stop after the epoch that passes it, keeping the best epoch (default: none)",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=_positive(int), default=2)
     t.add_argument("--out", default="models")

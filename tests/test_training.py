@@ -16,6 +16,7 @@ def test_training_smoke_run(data_dir: Path, tmp_path: Path) -> None:
     card = train(cfg)
     assert (tmp_path / "ecgnet.pt").exists() and (tmp_path / "model_card.json").exists()
     assert card["classes"] == ["NORMAL", "AF", "VTACH", "PAUSE"]
+    assert card["training"]["stopped_by"] == "max epochs"
     assert json.loads((tmp_path / "model_card.json").read_text())["training"]["records_train"]
     clf = MLECGClassifier(tmp_path / "ecgnet.pt")
     assert clf.source == "ml"
@@ -66,6 +67,39 @@ def test_model_version_tells_settings_apart() -> None:
     assert _command(without) == "ecg-monitor train --seed 0 --sources mitdb,vfdb,svdb"
     with pytest.raises(ValueError, match="sources"):
         TrainConfig(sources=("ptbxl",))
+    budget = TrainConfig(seed=0, max_minutes=80)
+    assert model_version(budget, "20260101") != model_version(base, "20260101")
+    assert _command(budget) == "ecg-monitor train --seed 0 --max-minutes 80"
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=0)
+
+
+def test_the_shipped_model_name_follows_from_its_card() -> None:
+    """A settings field added later must not rename the models trained before it."""
+    import dataclasses
+
+    from classifier.training.train import TrainConfig, model_version
+    from models import DEFAULT_CARD
+
+    card = json.loads(DEFAULT_CARD.read_text())
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in card["training"]["config"].items() if k in names})
+    date = card["version"].split("-")[1]
+    assert model_version(cfg, date) == card["version"]
+
+
+def test_a_time_budget_ends_the_run_with_a_model(data_dir: Path, tmp_path: Path) -> None:
+    """Past the budget the run stops after the epoch in hand, before min_epochs too, and still
+    writes weights that load; the card says why it stopped."""
+    from classifier.training.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        max_epochs=3, epoch_size=32, batch_size=16, limit_records=2, out_dir=str(tmp_path), max_minutes=1e-6
+    )
+    card = train(cfg)
+    assert card["training"]["stopped_by"] == "time budget"
+    assert len(card["training"]["history"]) == 1 and card["training"]["best_epoch"] == 1
+    assert MLECGClassifier(tmp_path / "ecgnet.pt").source == "ml"
 
 
 def test_every_source_gets_an_equal_share_of_a_class() -> None:

@@ -46,6 +46,9 @@ class TrainConfig:
     weight_decay: float = 1e-3
     patience: int = 6
     min_epochs: int = 5  # earlier epochs are not eligible as "best": the small validation set is too noisy
+    #: Wall-clock budget: the run ends after the epoch that passes it, keeping its best epoch (a
+    #: lent machine's time is counted; the issue's budget is 90 min on 2 CPU cores). None: no limit.
+    max_minutes: float | None = None
     threads: int = 2
     device: str = "cpu"
     out_dir: str = "models"
@@ -62,6 +65,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.sources = tuple(self.sources)
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be positive, not {self.max_minutes}")
         if not self.sources or not set(self.sources) <= set(TRAIN_SOURCES):
             raise ValueError(f"sources must be some of {', '.join(TRAIN_SOURCES)}, not {', '.join(self.sources)!r}")
 
@@ -98,6 +103,8 @@ def model_version(cfg: TrainConfig, date: str) -> str:
     trained on one day with one seed but different settings never share a name.
     """
     shaping = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "data_dir", "pack", "device", "threads")}
+    if cfg.max_minutes is None:  # absent, so that runs without a budget keep the names they had
+        del shaping["max_minutes"]
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:6]
     return f"ecgnet-{date}-s{cfg.seed}-{digest}"
 
@@ -108,7 +115,7 @@ def _command(cfg: TrainConfig) -> str:
     flags = {
         "seed": "--seed", "max_epochs": "--epochs", "epoch_size": "--epoch-size", "patience": "--patience",
         "device": "--device", "rhythm_only": "--rhythm-only", "stretch": "--stretch", "lead_swap": "--lead-swap",
-        "sources": "--sources",
+        "sources": "--sources", "max_minutes": "--max-minutes",
     }  # fmt: skip
     parts = ["ecg-monitor train"]
     for name, flag in flags.items():
@@ -183,6 +190,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
 
     best_score, best_state, best_epoch, stale = -1.0, None, 0, 0
     history = []
+    stopped_by = "max epochs"
     for epoch in range(1, cfg.max_epochs + 1):
         te = time.perf_counter()
         xs, ys = epochs.epoch()
@@ -214,16 +222,22 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             {c: (round(stats[c]["sens"], 3), round(stats[c]["ppv"], 3)) for c in CLASSES},
             time.perf_counter() - te,
         )
-        if epoch < min(cfg.min_epochs, cfg.max_epochs):
-            continue
-        if score > best_score:
-            best_score, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
-                break
+        over_budget = cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes
+        # Before min_epochs nothing is eligible, unless the budget ends the run: then this epoch is all there is.
+        if epoch >= min(cfg.min_epochs, cfg.max_epochs) or (over_budget and best_state is None):
+            if score > best_score or best_state is None:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    stopped_by = "early stop"
+                    log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+                    break
+        if over_budget:
+            stopped_by = "time budget"
+            log.warning("time budget of %s min reached at epoch %d (best %d)", cfg.max_minutes, epoch, best_epoch)
+            break
     assert best_state is not None
     model.load_state_dict(best_state)
     probs = predict(model, x_val, cfg.device)
@@ -256,6 +270,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
             "windows_train": train_idx.counts(),
             "windows_val": val_idx.counts(),
             "best_epoch": best_epoch,
+            "stopped_by": stopped_by,
             "history": history,
             "seconds": round(time.perf_counter() - t0, 1),
             "torch": torch.__version__,
