@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from classifier.constants import MODEL_FS, SEGMENT_LEN
 from classifier.dsp import bandpass, fill_nan, resample
+from classifier.pacer import reject_pulses
 from classifier.qrs import detect_from_energy, qrs_energy
 
 #: Model input channels: two leads plus the R-R rhythm channel.
@@ -41,7 +42,9 @@ def to_model_rate(
         x, bad = fill_nan(lead)
         filled.append(x)
         usable.append(bool(bad.mean() < 0.5) if bad.size else False)
-    sig = resample(np.vstack(filled), fs, MODEL_FS)
+    raw = np.vstack(filled)
+    reject_pulses(raw, fs)  # at the input rate, as the daemon does before it resamples
+    sig = resample(raw, fs, MODEL_FS)
     if ch2 is None:
         sig = np.vstack([sig, np.zeros_like(sig)])
         usable.append(False)

@@ -405,6 +405,8 @@ class Monitor:
         self.metrics.samples.inc(frame.n)
         if out.ingest is not None and (out.ingest.gap_s > 0 or out.ingest.restarted or out.ingest.resynced):
             self.metrics.gaps.inc()
+        if out.ingest is not None and out.ingest.pace_pulses:
+            self.metrics.pace_pulses.inc(out.ingest.pace_pulses)
         if out.ingest is not None and out.ingest.resynced:
             self._ratelog.log(
                 logging.WARNING,

@@ -102,6 +102,11 @@ class Metrics:
             "Model weights refused because their SHA-256 did not match the model card (rules used instead)",
             registry=registry,
         )
+        self.pace_pulses = Counter(
+            "ecg_pace_pulses_rejected",
+            "Pacemaker pulses taken out of the signal before beats are counted (per lead)",
+            registry=registry,
+        )
         self.other_shard = Counter("ecg_frames_other_shard", "Frames of streams another shard owns", registry=registry)
         self.auth_failures = Counter(
             "ecg_auth_failures",

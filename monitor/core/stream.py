@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifier.constants import MODEL_FS
+from monitor.core.pacer import PaceRejector
 from monitor.core.pause import PauseTracker
 from monitor.core.resample import StreamResampler
 from monitor.core.ringbuffer import RingBuffer
@@ -37,6 +38,7 @@ class IngestResult:
     ``resynced``: the stream followed a new timeline (clock jump, sequence jump, new rate or lead
     count) confirmed by the frames before this one; ``resync_s`` is its jump (new minus old, s).
     ``bridged_s``: a short loss (under ``GAP_TOLERANCE_S``) filled by holding the last sample.
+    ``pace_pulses``: pacemaker pulses taken out of it (per lead; ``monitor.core.pacer``).
     """
 
     written: int
@@ -45,6 +47,7 @@ class IngestResult:
     resynced: bool = False
     resync_s: float = 0.0
     bridged_s: float = 0.0
+    pace_pulses: int = 0
 
 
 @dataclass(slots=True)
@@ -68,6 +71,7 @@ class StreamState:
         self.channels = channels
         self.resync_frames = resync_frames
         self.buffer = RingBuffer(2, int(buffer_s * MODEL_FS))
+        self.pacer = PaceRejector(fs, channels)
         self.resampler = StreamResampler(fs, MODEL_FS, channels)
         self.pause = PauseTracker()
         self.next_seq: int | None = None
@@ -129,7 +133,9 @@ class StreamState:
                 result.bridged_s = dt
                 self._bridge(dt)
         self._candidate = None
-        out = self.resampler.process(frame.samples)
+        before = self.pacer.rejected
+        out = self.resampler.process(self.pacer.process(frame.samples))
+        result.pace_pulses = self.pacer.rejected - before
         if out.shape[0] == 1:
             out = np.vstack([out, np.full_like(out, np.nan)])
         self.buffer.write(out)
@@ -177,6 +183,7 @@ class StreamState:
         self.valid_from = self.buffer.total
         self.contiguous_s = 0.0
         self.epoch += 1
+        self.pacer = PaceRejector(self.fs, self.channels)
         self.resampler = StreamResampler(self.fs, MODEL_FS, self.channels)
         self.pause.reset()
 
