@@ -68,7 +68,7 @@ def test_streaming_has_no_seams() -> None:
     a frame end is still taken out, and no sample is lost or made up."""
     fs = 360.0
     x = _ecg(fs, 20.0, [0.5 + 0.75 * k for k in range(26)], seed=3)
-    at = _pulses(x, fs, 0.6, 2.0, start_s=0.8)
+    at = _pulses(x, fs, 0.75, 2.0, start_s=0.875)  # between the beats: on a QRS upstroke it would stay
     rej = PaceRejector(fs, 2)
     sizes = np.random.default_rng(1).integers(1, 120, 400)
     outs, pos = [], 0
@@ -182,3 +182,95 @@ def test_the_offline_api_takes_pulses_out_as_the_daemon_does() -> None:
     a, _ = to_model_rate(clean[0], clean[1], fs)
     b, _ = to_model_rate(paced[0], paced[1], fs)
     assert np.abs(a - b).max() < 0.1  # resampled as they came: 1.36 mV
+
+
+def _stream(x: np.ndarray, fs: float, sizes: list[int]) -> tuple[np.ndarray, PaceRejector]:
+    rej = PaceRejector(fs, x.shape[0])
+    outs, pos, k = [], 0, 0
+    while pos < x.shape[1]:
+        n = sizes[k % len(sizes)]
+        outs.append(rej.process(x[:, pos : pos + n]))
+        pos, k = pos + n, k + 1
+    return np.concatenate(outs, axis=1), rej
+
+
+@pytest.mark.parametrize(("fs", "shape"), [(500.0, [0.45, 1.2]), (1000.0, [0.3, 1.2, 0.3]), (250.0, [1.5])])
+def test_a_pulse_cut_by_a_frame_end_at_any_offset(fs: float, shape: list[float]) -> None:
+    """Its low first sample may already be given out when the rest arrives: the rest must still
+    go (a stream cannot take back what it gave, so at most that low sample stays)."""
+    for cut in range(1, 30):
+        x = np.zeros((1, 60))
+        x[0, 20 : 20 + len(shape)] = shape
+        got, rej = _stream(x, fs, [cut + 5, 200])  # the first frame ends at every offset around it
+        assert np.abs(got).max() <= min(shape) + 1e-9, cut
+        assert rej.rejected == 1, cut
+
+
+def test_one_sample_frames() -> None:
+    """The smallest frames the wire allows: pulses still go, nothing is lost or reordered."""
+    fs = 250.0
+    x = _ecg(fs, 6.0, [0.5 + 0.8 * k for k in range(7)])
+    at = _pulses(x, fs, 0.8, 3.0, start_s=0.9)
+    got, rej = _stream(x, fs, [1])
+    ref = x.copy()
+    reject_pulses(ref, fs)
+    assert rej.rejected == 2 * len(at) and x.shape[1] - rej.held <= got.shape[1]
+    assert np.allclose(got, ref[:, : got.shape[1]])
+
+
+def test_a_first_frame_that_is_all_held_back() -> None:
+    """A new stream whose first frame is a few samples ending on a steep jump gives nothing out
+    yet; the stream must take that, and the samples come later, in order."""
+    st = StreamState("bed-1", 250.0, 1, 90.0)
+    first = Frame("bed-1", 0, 1000.0, 250.0, np.array([[0.0, 0.0, 0.0, 2.0]], dtype=np.float32))
+    assert st.ingest(first).written == 0
+    rest = Frame("bed-1", 1, 1000.016, 250.0, np.zeros((1, 500), dtype=np.float32))
+    st.ingest(rest)
+    assert st.buffer.total == pytest.approx(504 * 128 / 250, abs=12)  # the resampler's own delay
+
+
+class _Recorder:
+    """A resampler that notes, at each call, how many samples came and the buffer's total."""
+
+    def __init__(self, st: StreamState) -> None:
+        self.st, self.inner, self.calls = st, st.resampler, []
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        self.calls.append((frame.shape[1], self.st.buffer.total))
+        return self.inner.process(frame)
+
+
+@pytest.mark.parametrize("lost_s", [0.2, 2.0])  # under and over the gap tolerance
+def test_held_samples_come_before_a_bridged_loss_and_a_gap(lost_s: float) -> None:
+    """A lost frame (bridged) or a gap right after a frame that ended on a steep jump: the held
+    samples go to the resampler before the fill is written, and none vanish."""
+    st = StreamState("bed-1", 250.0, 1, 90.0)
+    x = np.zeros((1, 50), dtype=np.float32)
+    x[0, -1] = 2.0  # a steep jump at the frame's end: held
+    st.ingest(Frame("bed-1", 0, 1000.0, 250.0, x))
+    held, before = st.pacer.pending, st.buffer.total
+    assert held > 0
+    rec = _Recorder(st)
+    st.resampler = rec  # type: ignore[assignment]
+    st.ingest(Frame("bed-1", 2, 1000.2 + lost_s, 250.0, np.zeros((1, 50), dtype=np.float32)))
+    assert rec.calls[0] == (held, before)  # the held samples first, before any fill
+    assert st.pacer.pending == 0
+
+
+def test_a_tall_narrow_qrs_at_250_hz_is_not_a_pulse() -> None:
+    """An R wave of 5.2 mV, 12 ms wide at half height (LVH precordial leads), at every sampling
+    phase: its tip stands clear of its neighbours like a pulse, but arrives on a steep upstroke.
+    (At 7-8 mV one phase in nine is still taken for a pulse: README.)"""
+    for phase in np.linspace(0.0, 0.004, 9):
+        x = _ecg(250.0, 10.0, [0.5 + phase + 0.8 * k for k in range(12)], mv=4.0)
+        assert reject_pulses(x.copy(), 250.0) == 0, phase
+
+
+def test_no_anchor_no_replacement() -> None:
+    """A lead that goes missing right after a pulse: the pulse stays rather than NaN spreading."""
+    x = np.zeros((1, 40))
+    x[0, 10] = 3.0
+    x[0, 12:] = np.nan
+    y = x.copy()
+    assert reject_pulses(y, 250.0) == 0
+    assert np.array_equal(np.isnan(y), np.isnan(x))

@@ -49,6 +49,8 @@ class StreamResampler:
         return out
 
     def process(self, frame: NDArray[np.floating]) -> NDArray[np.float32]:
+        if frame.shape[1] == 0:  # nothing in, nothing out, state untouched
+            return np.zeros((frame.shape[0], 0), dtype=np.float32)
         x = self._filter(np.asarray(frame, dtype=np.float64))
         if self._last is None:
             ext = x

@@ -134,17 +134,25 @@ class StreamState:
                 self._bridge(dt)
         self._candidate = None
         before = self.pacer.rejected
-        out = self.resampler.process(self.pacer.process(frame.samples))
+        raw = self.pacer.process(frame.samples)
         result.pace_pulses = self.pacer.rejected - before
-        if out.shape[0] == 1:
-            out = np.vstack([out, np.full_like(out, np.nan)])
-        self.buffer.write(out)
         self.next_seq = frame.seq + 1
         self.t_end = frame.t0 + frame.duration
         self.contiguous_s += frame.duration
-        self.pause.update(out, self.t_end - 1.0 / MODEL_FS)
-        result.written = out.shape[1]
+        result.written = self._write(raw)
         return result
+
+    def _write(self, raw: NDArray[np.floating]) -> int:
+        """Resample ``raw`` (sender-rate samples that end at ``t_end``, less what the pace
+        rejector holds back) into the buffer and the pause tracker; how many were written."""
+        if raw.shape[1] == 0:  # all held back: nothing to resample yet
+            return 0
+        out = self.resampler.process(raw)
+        if out.shape[0] == 1:
+            out = np.vstack([out, np.full_like(out, np.nan)])
+        self.buffer.write(out)
+        self.pause.update(out, self.t_end - (1.0 + self.pacer.pending * MODEL_FS / self.fs) / MODEL_FS)
+        return int(out.shape[1])
 
     def _continues_candidate(self, frame: Frame) -> bool:
         """Track frames the stream rejects; True once enough of them continue one another."""
@@ -169,6 +177,7 @@ class StreamState:
     def _bridge(self, dt: float) -> None:
         """A lost or late frame under the gap tolerance: hold the last sample for its length, so
         the stretch stays gap-free (the classifier and the pause tracker carry on)."""
+        self._write(self.pacer.flush())  # the samples held back come before the loss
         n = round(dt * MODEL_FS)
         last = self.buffer.latest(1)
         fill = np.repeat(np.nan_to_num(last), n, axis=1) if last.shape[1] else np.zeros((2, n), dtype=np.float32)
@@ -177,6 +186,7 @@ class StreamState:
 
     def _mark_gap(self, gap_s: float) -> None:
         """Missing data: fill the buffer with NaN for its length and start a new valid stretch."""
+        self._write(self.pacer.flush())  # the samples held back come before the gap
         n = round(min(gap_s, self.buffer.capacity / MODEL_FS) * MODEL_FS)  # no overflow on huge gaps
         if n:
             self.buffer.write(np.full((2, n), np.nan, dtype=np.float32))
