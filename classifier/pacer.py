@@ -10,9 +10,10 @@ no PAUSE alarm comes. Heart-rate meters are required to reject such pulses (IEC 
 A run of at most ``max_width`` samples that lies wholly beyond both flanking samples, above both
 or below both, with its extreme more than ``PACE_MIN_MV`` beyond them (twice that for a run
 longer than 4 ms: the tip of a sharp QRS spans two samples at 250 Hz), and whose left flank is
-not on a steep ramp (one of the two steps into it is under a third of that; a pulse rises off the
-baseline, a QRS tip arrives on its upstroke), is a pulse. It and the ``PACE_TAIL_S`` after it, where its recharge swings the other way, are
-replaced by the straight line from the left flank to the first sample after the recharge. On
+not on a steep ramp (one of the two steps into it is under a third of that; a pulse rises off
+the baseline, a QRS tip arrives on its upstroke), is a pulse. It and the ``PACE_TAIL_S`` after
+it, where its recharge swings the other way, are replaced by the straight line from the left
+flank to the first sample after the recharge. On
 the shared records no QRS stands that far clear of its neighbours (measured in the README), so
 ordinary ECG passes unchanged.
 """
@@ -63,12 +64,14 @@ def reject_pulses(x: NDArray[np.float64], fs: float, min_mv: float = PACE_MIN_MV
     width, tail = max_width(fs), tail_samples(fs)
     n = x.shape[1]
     first = max(first, 1)
-    if fs < PACE_MIN_FS or n < 3 or not (np.abs(np.diff(x, axis=1)) > screen_mv(fs, min_mv)).any():
+    if fs < PACE_MIN_FS or n < 3:
+        return 0
+    step = np.abs(np.diff(x, axis=1, prepend=x[:, :1]))  # step[:, j]: from sample j - 1 to j
+    if not (step > screen_mv(fs, min_mv)).any():
         return 0
     found = 0
     # The smaller of the two steps into the left flank: a pulse rises off the baseline (its own
     # smeared leading edge can make one of them steep), a QRS tip arrives on a ramp (both steep).
-    step = np.abs(np.diff(x, axis=1, prepend=x[:, :1]))
     step_in = np.minimum(step, np.concatenate([np.zeros((x.shape[0], 1)), step[:, :-1]], axis=1))
     for w in range(1, min(width, n - 2) + 1):
         left, right = x[:, : n - w - 1], x[:, w + 1 :]

@@ -151,7 +151,7 @@ class StreamState:
         if out.shape[0] == 1:
             out = np.vstack([out, np.full_like(out, np.nan)])
         self.buffer.write(out)
-        self.pause.update(out, self.t_end - (1.0 + self.pacer.pending * MODEL_FS / self.fs) / MODEL_FS)
+        self.pause.update(out, self.t_end - self.pacer.pending / self.fs - 1.0 / MODEL_FS)
         return int(out.shape[1])
 
     def _continues_candidate(self, frame: Frame) -> bool:
