@@ -225,7 +225,7 @@ def train(cfg: TrainConfig) -> dict[str, object]:
         over_budget = cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes
         # Before min_epochs nothing is eligible, unless the budget ends the run: then this epoch is all there is.
         if epoch >= min(cfg.min_epochs, cfg.max_epochs) or (over_budget and best_state is None):
-            if score > best_score or best_state is None:
+            if score > best_score:  # always so for the first eligible epoch: scores are >= 0
                 best_score, best_epoch, stale = score, epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             else:
