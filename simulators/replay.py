@@ -73,7 +73,7 @@ def load(path: str, start: float, duration: float | None, stream_id: str | None 
     ann = wfdb.rdann(base, "atr")
     eps = [
         (e.event, max(e.start, a) / fs - start, min(e.end, b) / fs - start)
-        for e in extract_episodes(ann.sample, ann.symbol, ann.aux_note, fs, int(hdr.sig_len))
+        for e in extract_episodes(ann.sample, ann.symbol, ann.aux_note, fs, int(hdr.sig_len), subtypes=ann.subtype)
         if e.event in ("AF", "VTACH", "PAUSE") and e.end > a and e.start < b
     ]
     return LoadedRecord(stream_id or Path(base).name, fs, adc, gains[0], mv, eps)

@@ -32,6 +32,26 @@ def test_pause_threshold_is_configurable() -> None:
     assert extract_episodes(samples, ["N"] * 3, [""] * 3, FS, 1000, pause_threshold_s=3.0) == []
 
 
+def test_gap_across_an_unreadable_stretch_is_not_a_pause() -> None:
+    # MIT-BIH: '~' with subtype -1 marks every signal unreadable until the next '~'; the
+    # annotators could label no beats there (mitdb/208 at 1271 s), so the gap is no pause.
+    samples = [0, 100, 150, 400, 420, 1000, 1100, 1200, 1250, 1600]
+    symbols = ["N", "N", "~", "~", "N", "N", "N", "~", "~", "N"]
+    subtypes = [0, 0, -1, 3, 0, 0, 0, 1, 0, 0]
+    aux = [""] * len(samples)
+    without = extract_episodes(samples, symbols, aux, FS, 2000, pause_threshold_s=3.0)
+    assert [(e.start, e.end) for e in without if e.event == "PAUSE"] == [(100, 420), (420, 1000), (1100, 1600)]
+    eps = extract_episodes(samples, symbols, aux, FS, 2000, pause_threshold_s=3.0, subtypes=subtypes)
+    # 100 -> 420 touches the unreadable 150-400: left out. A noisy (but readable) signal, subtype 1
+    # or 3, does not hide beats: 420 -> 1000 and 1100 -> 1600 stay pauses.
+    assert [(e.start, e.end) for e in eps if e.event == "PAUSE"] == [(420, 1000), (1100, 1600)]
+    # Unreadable to the end of the record: a gap running into it is no pause either.
+    tail = extract_episodes([0, 100, 150], ["N", "N", "~"], [""] * 3, FS, 2000, subtypes=[0, 0, -1])
+    assert tail == []
+    late = extract_episodes([0, 100, 150, 900], ["N", "N", "~", "N"], [""] * 4, FS, 2000, subtypes=[0, 0, -1, 0])
+    assert not any(e.event == "PAUSE" for e in late)
+
+
 def test_vt_runs_from_beats_when_no_rhythm_labels() -> None:
     # svdb style: beats only. Five V beats at 150 bpm make a VT episode; three slow ones do not.
     samples = [0, 80, 160, 200, 240, 280, 320, 360, 440, 600, 800, 1000]

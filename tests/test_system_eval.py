@@ -12,7 +12,17 @@ import pytest
 
 from classifier.inference import MLECGClassifier
 from classifier.rules import RuleBasedClassifier
-from classifier.training.system_eval import T0, Stream, raised_events, replay_core, require_data, run
+from classifier.training.system_eval import (
+    PAUSE_TIMELY_S,
+    T0,
+    Stream,
+    episode_detail,
+    raised_events,
+    replay_core,
+    require_data,
+    run,
+    timely_share,
+)
 
 FS = 250.0
 GAIN = 200.0  # ADC units per mV, as MIT-BIH
@@ -60,6 +70,17 @@ def test_replay_through_the_core_raises_a_pause_at_the_right_time(which: str) ->
     # The CinC 2015 rule: the pause is 'raised' for a record ending 10 s after it, not 30 s after.
     assert "PAUSE" in raised_events(alarms, T0 + last + 13.0, 15.0)
     assert "PAUSE" not in raised_events(alarms, T0 + last + 40.0, 15.0)
+    # Latency runs from when the gap reached 3 s; an alarm that comes long after that still
+    # "detects" a long reference episode, but is not timely.
+    sid = "synthetic-pause"
+    session = {"stream_id": sid, "event": "SESSION", "onset": T0, "end": T0 + 41.0}
+    on_time = {"stream_id": sid, "event": "PAUSE", "onset": T0 + last, "end": T0 + last + 4.0}
+    late = {"stream_id": sid, "event": "PAUSE", "onset": T0 + last - 25.0, "end": T0 + last + 4.0}
+    [ep], _ = episode_detail([session, on_time], alarms)
+    assert ep["detected"] and 0.0 <= ep["latency_s"] <= 0.4
+    [ep_late], _ = episode_detail([session, late], alarms)
+    assert ep_late["detected"] and ep_late["latency_s"] == pytest.approx(25.0 + ep["latency_s"], abs=0.11)
+    assert timely_share([ep, ep_late], "PAUSE", PAUSE_TIMELY_S)["k"] == 1
 
 
 def test_missing_data_folder_names_the_path_and_the_variable(tmp_path: Path) -> None:

@@ -32,6 +32,11 @@ _RHYTHM_EVENT = {
 VT_RUN_MIN_BEATS = 3
 VT_RUN_MIN_BPM = 100.0
 
+#: The subtype of a signal-quality annotation ('~') that sets every noise bit: in the MIT-BIH
+#: 'atr' files each set bit marks one signal noisy, and -1 (all bits) marks every signal
+#: unreadable, where the annotators could label no beats until the next '~'.
+UNREADABLE = -1
+
 
 @dataclass(frozen=True, slots=True)
 class Episode:
@@ -63,13 +68,16 @@ def extract_episodes(
     fs: float,
     n_samples: int,
     pause_threshold_s: float = PAUSE_THRESHOLD_S,
+    subtypes: Sequence[int] | NDArray[np.integer] | None = None,
 ) -> list[Episode]:
     """Episodes of AF, VTACH, PAUSE and NOISE from one record's reference annotations.
 
     - rhythm labels on '+' annotations hold until the next rhythm label;
     - '[' ... ']' marks ventricular flutter/fibrillation (VTACH);
     - an R-R gap of ``pause_threshold_s`` or more is a PAUSE starting at the last beat
-      before the gap, unless the gap lies in VTACH or NOISE (no beats are labelled there);
+      before the gap, unless the gap lies in VTACH or NOISE, or (given the annotations'
+      ``subtypes``) touches a stretch marked unreadable on every signal: no beats are labelled
+      there, so the gap says nothing about the heart;
     - where a record has no rhythm labels, runs of ventricular beats make VT episodes.
     """
     samples = np.asarray(samples, dtype=np.int64)
@@ -102,6 +110,8 @@ def extract_episodes(
         episodes.extend(_vt_runs(beats, beat_syms, fs))
 
     blocked = [e for e in episodes if e.event in ("VTACH", "NOISE")]
+    if subtypes is not None:
+        blocked += _unreadable(samples, symbols, subtypes, n_samples)
     if beats.size > 1:
         rr = np.diff(beats)
         for i in np.flatnonzero(rr >= pause_threshold_s * fs).tolist():
@@ -109,6 +119,25 @@ def extract_episodes(
             if not any(b.start < end and start < b.end for b in blocked):
                 episodes.append(Episode("PAUSE", start, end))
     return sorted(episodes, key=lambda e: (e.start, e.end))
+
+
+def _unreadable(
+    samples: NDArray[np.integer], symbols: Sequence[str], subtypes: Sequence[int] | NDArray[np.integer], n_samples: int
+) -> list[Episode]:
+    """Stretches from a '~' marking every signal unreadable to the next '~' (or the record's end)."""
+    out: list[Episode] = []
+    start: int | None = None
+    for s, sym, sub in zip(samples.tolist(), symbols, subtypes, strict=True):
+        if sym != "~":
+            continue
+        if start is not None:
+            out.append(Episode("NOISE", start, s))
+            start = None
+        if int(sub) == UNREADABLE:
+            start = s
+    if start is not None:
+        out.append(Episode("NOISE", start, n_samples))
+    return out
 
 
 def _vt_runs(beats: NDArray[np.int64], syms: Sequence[str], fs: float) -> list[Episode]:

@@ -129,7 +129,9 @@ def _annotations(
     import wfdb
 
     ann = wfdb.rdann(path, "atr")
-    episodes = extract_episodes(ann.sample, ann.symbol, ann.aux_note, fs_in, n_samples, pause_threshold_s)
+    episodes = extract_episodes(
+        ann.sample, ann.symbol, ann.aux_note, fs_in, n_samples, pause_threshold_s, subtypes=ann.subtype
+    )
     scale = MODEL_FS / fs_in
     eps = [Episode(e.event, round(e.start * scale), round(e.end * scale)) for e in episodes]
     beat_samples = [s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS]
