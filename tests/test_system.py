@@ -116,7 +116,7 @@ def _vt_segment(data_dir: Path, record: str) -> tuple[float, float]:
     path = str(data_dir / record)
     ann = wfdb.rdann(path, "atr")
     hdr = wfdb.rdheader(path)
-    for e in extract_episodes(ann.sample, ann.symbol, ann.aux_note, hdr.fs, hdr.sig_len):
+    for e in extract_episodes(ann.sample, ann.symbol, ann.aux_note, hdr.fs, hdr.sig_len, subtypes=ann.subtype):
         if e.event == "VTACH" and (e.end - e.start) / hdr.fs >= 10 and e.start / hdr.fs >= 30:
             return e.start / hdr.fs, e.end / hdr.fs
     raise AssertionError(f"no usable VT episode in {record}")

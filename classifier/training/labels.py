@@ -34,7 +34,9 @@ VT_RUN_MIN_BPM = 100.0
 
 #: The subtype of a signal-quality annotation ('~') that sets every noise bit: in the MIT-BIH
 #: 'atr' files each set bit marks one signal noisy, and -1 (all bits) marks every signal
-#: unreadable, where the annotators could label no beats until the next '~'.
+#: unreadable, where the annotators could label no beats until the next '~'. It is the only
+#: unreadable code in mitdb, svdb and vfdb (their '~' subtypes are -1, 0, 1, 2 and 3), so other
+#: bit patterns are read as noisy, never as unreadable.
 UNREADABLE = -1
 
 
@@ -76,7 +78,7 @@ def extract_episodes(
     - '[' ... ']' marks ventricular flutter/fibrillation (VTACH);
     - an R-R gap of ``pause_threshold_s`` or more is a PAUSE starting at the last beat
       before the gap, unless the gap lies in VTACH or NOISE, or (given the annotations'
-      ``subtypes``) touches a stretch marked unreadable on every signal: no beats are labelled
+      ``subtypes``) overlaps a stretch marked unreadable on every signal: no beats are labelled
       there, so the gap says nothing about the heart;
     - where a record has no rhythm labels, runs of ventricular beats make VT episodes.
     """

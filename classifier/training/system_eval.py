@@ -214,7 +214,7 @@ def mit_truth(
     """AF, VTACH and PAUSE episodes (event, start s, end s, in seconds from ``start``, clipped to
     the span replayed) of a record, by ``replay``'s truth logic
     (``labels.extract_episodes``: AFIB/AFL as AF; VT/VFL/VF/VFIB and '[ ]' as VTACH; ASYS and
-    R-R >= 3 s between beat labels as PAUSE, unless the gap touches VT, noise or a stretch marked
+    R-R >= 3 s between beat labels as PAUSE, unless the gap overlaps VT, noise or a stretch marked
     unreadable on every signal; svdb V runs > 100 bpm as VTACH)."""
     import wfdb
 
@@ -560,7 +560,8 @@ PAUSE_TIMELY_S = 10.0
 
 
 def timely_share(episodes: list[dict[str, Any]], event: str, within_s: float) -> dict[str, Any]:
-    """Episodes of ``event`` alarmed within ``within_s`` of their reference point."""
+    """Episodes of ``event`` alarmed within ``within_s`` of their reference point (latencies are
+    kept to 0.1 s, so the bound is applied to that)."""
     sel = [e for e in episodes if e["event"] == event]
     on_time = sum(e["latency_s"] is not None and e["latency_s"] <= within_s for e in sel)
     return share(on_time, len(sel))
@@ -981,7 +982,7 @@ def _render_mit(m: dict[str, Any]) -> list[str]:
         "= stream time, `analyse` run synchronously whenever windows are due (no queueing delay). Truth: "
         "`simulators/replay.py`'s episodes (`labels.extract_episodes`: AFIB/AFL = AF, each rhythm label its own "
         "episode; VT/VFL/VF/VFIB and `[ ]` = VTACH; ASYS and R-R >= 3 s between beat labels = PAUSE, unless the "
-        "gap touches VT, `(NOISE` or a stretch that a `~` annotation marks unreadable on every signal (subtype "
+        "gap overlaps VT, `(NOISE` or a stretch that a `~` annotation marks unreadable on every signal (subtype "
         "-1: no beats could be labelled there); svdb, which "
         "has no rhythm labels: runs of >= 3 V beats over 100 bpm = VTACH). vfdb has no beat labels, so its pauses "
         "are its ASYS episodes only. Scored by `simulators/score.py`: an episode is detected when an alarm of its "
