@@ -42,7 +42,7 @@ def test_gap_across_an_unreadable_stretch_is_not_a_pause() -> None:
     without = extract_episodes(samples, symbols, aux, FS, 2000, pause_threshold_s=3.0)
     assert [(e.start, e.end) for e in without if e.event == "PAUSE"] == [(100, 420), (420, 1000), (1100, 1600)]
     eps = extract_episodes(samples, symbols, aux, FS, 2000, pause_threshold_s=3.0, subtypes=subtypes)
-    # 100 -> 420 touches the unreadable 150-400: left out. A noisy (but readable) signal, subtype 1
+    # 100 -> 420 overlaps the unreadable 150-400: left out. A noisy (but readable) signal, subtype 1
     # or 3, does not hide beats: 420 -> 1000 and 1100 -> 1600 stay pauses.
     assert [(e.start, e.end) for e in eps if e.event == "PAUSE"] == [(420, 1000), (1100, 1600)]
     # Unreadable to the end of the record (no '~' closes it): a gap into it is no pause either.
