@@ -92,6 +92,31 @@ class RuleBasedClassifier:
         width = float(np.median(feat.qrs_ms)) if feat.qrs_ms.size else 0.0
         summary = f"R-R irregularity {feat.irregularity:.2f}, {hr:.0f} bpm, QRS {width:.0f} ms, {feat.n_beats} beats"
 
+        # VT first, as the network's decision ranks it: a VT that follows a pause (pause-dependent
+        # torsades) must not be reported as the pause alone.
+        run = _wide_fast_run(feat, th)
+        if run is not None or (hr >= th.vf_rate_bpm and width >= th.vt_qrs_ms):
+            if run is not None:
+                # The run's own rate and width, not the window's: they are what met the criteria.
+                first, length = run
+                run_rate = 60.0 / float(np.median(feat.rr_s[first - 1 : first - 1 + length]))
+                run_qrs = float(np.median(feat.qrs_ms[first : first + length]))
+                start = int(beats[first])
+                what = (
+                    f"run of {length} wide beats at {run_rate:.0f} bpm (>= {th.vt_rate_bpm:.0f}), QRS {run_qrs:.0f} ms"
+                )
+            else:
+                length, start = feat.n_beats, int(beats[0])
+                what = f"{length} beats at {hr:.0f} bpm (>= {th.vf_rate_bpm:.0f}), QRS {width:.0f} ms"
+            conf = float(min(0.99, 0.55 + 0.05 * length))
+            return Classification(
+                "VTACH",
+                conf,
+                round(start * scale),
+                f"{what} >= {th.vt_qrs_ms:.0f} ms; window: {summary}",
+                self.source,
+                hr,
+            )
         # PAUSE: the longest gap inside, before the first beat, or after the last one.
         n = x.size
         head = (int(beats[0]) / MODEL_FS) if feat.n_beats else n / MODEL_FS
@@ -116,29 +141,6 @@ class RuleBasedClassifier:
                 hr,
             )
 
-        run = _wide_fast_run(feat, th)
-        if run is not None or (hr >= th.vf_rate_bpm and width >= th.vt_qrs_ms):
-            if run is not None:
-                # The run's own rate and width, not the window's: they are what met the criteria.
-                first, length = run
-                run_rate = 60.0 / float(np.median(feat.rr_s[first - 1 : first - 1 + length]))
-                run_qrs = float(np.median(feat.qrs_ms[first : first + length]))
-                start = int(beats[first])
-                what = (
-                    f"run of {length} wide beats at {run_rate:.0f} bpm (>= {th.vt_rate_bpm:.0f}), QRS {run_qrs:.0f} ms"
-                )
-            else:
-                length, start = feat.n_beats, int(beats[0])
-                what = f"{length} beats at {hr:.0f} bpm (>= {th.vf_rate_bpm:.0f}), QRS {width:.0f} ms"
-            conf = float(min(0.99, 0.55 + 0.05 * length))
-            return Classification(
-                "VTACH",
-                conf,
-                round(start * scale),
-                f"{what} >= {th.vt_qrs_ms:.0f} ms; window: {summary}",
-                self.source,
-                hr,
-            )
         if feat.n_beats >= th.af_min_beats and feat.irregularity >= th.af_irregularity:
             conf = float(min(0.95, 0.5 + (feat.irregularity - th.af_irregularity) * 2))
             return Classification(

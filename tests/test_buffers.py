@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from scipy import signal
 
 from monitor.core.resample import StreamResampler
@@ -52,3 +53,15 @@ def test_upsampling_from_svdb_like_rate() -> None:
     ref = signal.resample_poly(x[0], 32, 25)
     n = min(y.shape[1], ref.size) - 20
     assert np.abs(y[0, 20:n] - ref[20:n]).max() < 0.02
+
+
+@pytest.mark.parametrize("n", [10, 12, 25])
+def test_a_write_as_long_as_the_buffer_keeps_the_order(n: int) -> None:
+    """A block of ``capacity`` samples or more used to land at index 0 whatever the write position,
+    so ``latest`` returned them out of order (review 2026-12-07)."""
+    r = RingBuffer(1, 10)
+    r.write(np.zeros((1, 3), np.float32))
+    r.write(np.arange(n, dtype=np.float32)[None])
+    assert r.latest(10)[0].tolist() == list(range(n - 10, n))
+    r.write(np.array([[100.0, 101.0]], np.float32))
+    assert r.latest(4)[0].tolist() == [n - 2, n - 1, 100.0, 101.0]

@@ -120,6 +120,57 @@ def test_pause_fires_on_asystole_and_resolves(frame_ms: int) -> None:
     assert len(b.got("PAUSE", "resolved")) == 1
 
 
+def test_a_dropout_during_asystole_does_not_resolve_the_pause() -> None:
+    """After a gap in the data the pause tracker starts over, and while it relearns it must not
+    report "no pause": the asystole under way is still there (review 2026-12-07)."""
+    b = Bed(ward())
+    x = beat_train(60, gaps=((20.0, 60.0),))
+    b.feed(x[:, : int(30 * FS)])
+    [onset] = b.got("PAUSE")
+    b.t += 1.0  # one second of frames never arrives
+    b.seq += 5
+    b.feed(x[:, int(31 * FS) :])
+    assert b.got("PAUSE") == [onset]  # one onset, its onset time kept
+    assert not b.got("PAUSE", "resolved")
+    assert b.got("PAUSE", "ongoing")  # still reported once the tracker judges again
+
+
+def _beats_back_smaller(amp: float, width_s: float, rr_s: float) -> np.ndarray:
+    """20 s of 1.2 mV beats, a 4 s pause, then a steady rhythm of ``amp`` mV, ``width_s`` wide."""
+    x = beat_train(60, gaps=((20.0, 60.0),))
+    w = int(width_s * FS)
+    tri = np.concatenate([np.linspace(0, amp, w // 2, endpoint=False), np.linspace(amp, 0, w - w // 2)])
+    t = 24.0
+    while t < 59.0:
+        x[:, int(t * FS) : int(t * FS) + w] += tri
+        t += rr_s
+    return x
+
+
+@pytest.mark.parametrize(("amp", "width_s", "rr_s"), [(0.3, 0.1, 0.8), (0.9, 0.24, 1.5)])
+def test_a_pause_resolves_when_the_beats_come_back_smaller(amp: float, width_s: float, rr_s: float) -> None:
+    """The QRS level is frozen during a pause, so beats under 35% of it never counted and the alarm
+    never resolved: an electrode change (a quarter of the size), a slow wide escape rhythm."""
+    b = Bed(ward())
+    b.feed(_beats_back_smaller(amp, width_s, rr_s))
+    [onset] = b.got("PAUSE")
+    [resolved] = b.got("PAUSE", "resolved")
+    assert resolved.detected_time - 1024.0 < 20.0  # within seconds of the rhythm's return
+    assert resolved.onset_time == onset.onset_time
+
+
+def test_noise_in_a_long_asystole_does_not_end_the_pause() -> None:
+    """The check for returning beats asks for a steady train of alike complexes: noise is not one."""
+    b = Bed(ward())
+    x = beat_train(60, gaps=((20.0, 60.0),))
+    x[:, int(20 * FS) :] += (
+        np.random.default_rng(3).normal(0.0, 0.04, (2, x.shape[1] - int(20 * FS))).astype(np.float32)
+    )
+    b.feed(x)
+    assert len(b.got("PAUSE")) == 1
+    assert not b.got("PAUSE", "resolved")
+
+
 def test_pause_threshold_reaches_the_rule() -> None:
     b = Bed(ward(pause_threshold_s=5.0))
     b.feed(beat_train(30, gaps=((15.0, 19.5),)))  # a 4 s gap

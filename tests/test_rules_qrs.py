@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from classifier import RuleBasedClassifier
+from classifier.constants import MODEL_FS
 from classifier.qrs import detect_qrs, match_beats
 from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
 
@@ -99,3 +100,23 @@ def test_vtach_explanation_reports_the_runs_own_rate_and_width() -> None:
     m = re.match(r"run of (\d+) wide beats at (\d+) bpm \(>= 100\), QRS (\d+) ms >= 120 ms", res.explanation)
     assert m is not None, res.explanation
     assert int(m.group(2)) >= 100 and int(m.group(3)) >= 120
+
+
+def test_vt_after_a_pause_is_vt_not_the_pause() -> None:
+    """Pause-dependent VT (torsades): the rules rank VT above PAUSE, as the network's decision does,
+    so the fallback does not report the pause alone (review 2026-12-07)."""
+    n = int(10 * MODEL_FS)
+    x = np.random.default_rng(0).normal(0.0, 0.03, (2, n))
+
+    def beat(t: float, w: float, a: float) -> None:
+        i, m = int(t * MODEL_FS), int(w * MODEL_FS)
+        x[:, i : i + m] += a * np.sin(np.linspace(0, np.pi, m))
+
+    for t in (0.3, 1.1, 1.9):
+        beat(t, 0.08, 1.0)
+    t = 5.4  # a 3.5 s pause, then wide beats at 183 bpm
+    while t < 9.8:
+        beat(t, 0.18, 1.5)
+        t += 0.33
+    c = RuleBasedClassifier().classify_model_rate(x, np.array([True, True]), MODEL_FS)
+    assert c.event == "VTACH", c.explanation

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from scipy import signal
 
 from classifier.constants import MODEL_FS
+from classifier.qrs import detect_qrs
 from monitor.core.alarms import Observation
 from monitor.core.quality import LeadQuality, lead_quality
 from monitor.core.ringbuffer import RingBuffer
@@ -126,6 +127,11 @@ class PauseTracker:
     #: Stream time of each lead's latest QRS hit (-inf: none yet): a lead that never showed the
     #: beat that opened a gap cannot tell that none followed.
     lead_hit_t: NDArray[np.float64] = field(default_factory=lambda: np.full(2, -np.inf))
+    #: Whether a QRS was seen since the tracker last started over (a gap in the data, leads back).
+    #: Until one is, it cannot say there is no pause: the asystole that was under way when the data
+    #: broke off may still be going on, and a "no pause" then would resolve its alarm.
+    beat_seen: bool = False
+    next_recheck_t: float = -np.inf  # stream time of the next ``rhythm_back`` check in a long gap
 
     def steady_rate_bpm(self, tolerance: float = 0.15) -> float:
         """Heart rate from the latest QRS onsets (median R-R) when every one of those R-R intervals
@@ -151,6 +157,7 @@ class PauseTracker:
             self.last_beat_t = t if self.last_beat_t is None else max(self.last_beat_t, t)
             self.last_hit_t = None
             self.onsets.clear()
+            self.beat_seen = False
 
     def reset(self) -> None:
         self.onsets.clear()
@@ -164,6 +171,30 @@ class PauseTracker:
         self.last_hit_t = None
         self.closed_gap = 0.0
         self.lead_hit_t = np.full(2, -np.inf)
+        self.beat_seen = False
+        self.next_recheck_t = -np.inf
+
+    def relearn(self, stretch: NDArray[np.floating], last_beat_t: float) -> None:
+        """Learn the QRS level afresh from ``stretch`` (2, n), model rate, which ``rhythm_back``
+        found holding a steady rhythm whose latest QRS began at ``last_beat_t``; the gap ends there."""
+        x = np.nan_to_num(np.asarray(stretch, dtype=np.float64))
+        filt = _lowpass(x)
+        slope = np.abs(filt[:, 2:] - filt[:, :-2])
+        nb = slope.shape[1] // _BLOCK
+        if nb == 0:
+            return
+        peaks = slope[:, : nb * _BLOCK].reshape(2, nb, _BLOCK).max(axis=2)
+        self.maxima = np.resize(peaks, (2, _LEVEL_BLOCKS)).astype(np.float64)
+        self.n_max = _LEVEL_BLOCKS
+        level = _p90(self.maxima)
+        self.levels = np.repeat(level[:, None], _SLOW_LEVELS, axis=1)
+        self.n_levels = _SLOW_LEVELS
+        self.hit_level = level
+        self.last_beat_t, self.last_hit_t = last_beat_t, None
+        self.onsets.clear()
+        self.lead_hit_t = np.where(self.usable, last_beat_t, self.lead_hit_t)
+        self.closed_gap = 0.0
+        self.beat_seen = True
 
     def update(self, block: NDArray[np.float32], t_end: float) -> None:
         """Feed a (2, n) model-rate block whose last sample is at stream time ``t_end``."""
@@ -234,6 +265,7 @@ class PauseTracker:
                     self.closed_gap, self.closed_at = t - onset, t
                 onset = t
                 self.onsets.append(t)
+                self.beat_seen = True
             last = t
         self.last_beat_t, self.last_hit_t = onset, last
 
@@ -248,6 +280,51 @@ class PauseTracker:
         from the start) is still judged."""
         seen = self.lead_hit_t >= onset - 1.0 / MODEL_FS
         return bool(seen.any() and not (seen & self.usable).any())
+
+
+#: The QRS level is frozen while a gap lasts (a pause must not lower it), so beats that come back
+#: smaller than 35% of it (an electrode or gain change, a wide escape rhythm) would never count and
+#: the PAUSE alarm would never resolve. Once a pause is this far past the threshold (s), the newest
+#: ``_BACK_SPAN_S`` are checked once a second for a rhythm that came back: ``_BACK_MIN_BEATS`` or
+#: more QRS complexes from the classifier's detector, every R-R within ``_BACK_RR_TOLERANCE`` of
+#: their median and that median under the pause threshold, complexes alike (median correlation with
+#: their median beat >= ``_BACK_CORR``) and swinging ``QRS_MIN_MV`` or more. Noise and fibrillation
+#: do not make such a train; an escape or paced rhythm does.
+_BACK_AFTER_S = 3.0
+_BACK_SPAN_S = 8.0
+_BACK_EVERY_S = 1.0
+_BACK_MIN_BEATS = 5
+_BACK_RR_TOLERANCE = 0.2
+_BACK_CORR = 0.9
+
+
+def rhythm_back(stretch: NDArray[np.floating], usable: NDArray[np.bool_], max_rr_s: float) -> float | None:
+    """Seconds from the start of ``stretch`` (2, n, model rate, mV) to the onset of the latest QRS
+    of a steady rhythm of alike complexes on a usable lead (see ``_BACK_AFTER_S``), or None."""
+    h = round(0.06 * MODEL_FS)
+    for lead in np.flatnonzero(usable[: stretch.shape[0]]):
+        x = np.nan_to_num(np.asarray(stretch[lead], dtype=np.float64))
+        beats = detect_qrs(x, MODEL_FS)
+        if beats.size < _BACK_MIN_BEATS:
+            continue
+        rr = np.diff(beats) / MODEL_FS
+        med = float(np.median(rr))
+        if med >= max_rr_s or float(np.max(np.abs(rr - med))) > _BACK_RR_TOLERANCE * med:
+            continue
+        b = beats[(beats >= h) & (beats + h < x.size)]
+        if b.size < _BACK_MIN_BEATS:
+            continue
+        seg = x[b[:, None] + np.arange(-h, h + 1)[None, :]]
+        if float(np.median(np.ptp(seg, axis=1))) < QRS_MIN_MV:
+            continue
+        seg = seg - seg.mean(axis=1, keepdims=True)
+        tmpl = np.median(seg, axis=0)
+        tmpl = tmpl - tmpl.mean()
+        corr = (seg @ tmpl) / np.maximum(np.linalg.norm(seg, axis=1) * np.linalg.norm(tmpl), 1e-12)
+        if float(np.median(corr)) < _BACK_CORR:
+            continue
+        return float(beats[-1]) / MODEL_FS
+    return None
 
 
 #: Never judge a pause from less than this much of its end (s): shorter stretches look flat.
@@ -278,8 +355,8 @@ def pause_observation(
     Both the open gap and one that closed inside the latest frame count: a 3.1 s pause can end
     between two frame ends without either of them seeing 3.0 s. Returns a positive observation,
     a negative one (no gap of that length), or None (cannot judge: no usable lead, too little
-    data, the beat before the gap seen only on leads that no longer count, or every lead flat,
-    which is a LEADS_OFF and never an asystole).
+    data, no QRS seen yet since the tracker started over, the beat before the gap seen only on
+    leads that no longer count, or every lead flat, which is a LEADS_OFF and never an asystole).
     """
     if not tracker.usable.any():
         return None
@@ -287,7 +364,16 @@ def pause_observation(
     if tracker.closed_gap > gap:
         gap, end = tracker.closed_gap, tracker.closed_at
     if gap < threshold_s:
-        return Observation(False, now)
+        return Observation(False, now) if tracker.beat_seen else None
+    if gap >= threshold_s + _BACK_AFTER_S and end == now and now >= tracker.next_recheck_t:
+        tracker.next_recheck_t = now + _BACK_EVERY_S
+        n = min(int(_BACK_SPAN_S * MODEL_FS), int(valid_s * MODEL_FS), len(buffer))
+        if n >= int(_BACK_SPAN_S * MODEL_FS):
+            stretch = buffer.latest(n)
+            back = rhythm_back(stretch, tracker.usable, threshold_s)
+            if back is not None:
+                tracker.relearn(stretch, now - (n - 1) / MODEL_FS + back)
+                return Observation(False, now)
     onset = end - gap
     if valid_s < now - onset or tracker.witness_lost(onset):
         return None

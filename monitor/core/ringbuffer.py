@@ -31,8 +31,10 @@ class RingBuffer:
         if n == 0:
             return
         if n >= self.capacity:
-            self._buf[:] = block[:, -self.capacity :]
+            # Laid out where a sample-by-sample write would have left it: the newest sample just
+            # before the write position, so ``latest`` reads them in order.
             self.total += n
+            self._buf[:] = np.roll(block[:, -self.capacity :], self.total % self.capacity, axis=1)
             return
         pos = self.total % self.capacity
         first = min(n, self.capacity - pos)
