@@ -147,16 +147,32 @@ def _beats_back_smaller(amp: float, width_s: float, rr_s: float) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize(("amp", "width_s", "rr_s"), [(0.3, 0.1, 0.8), (0.9, 0.24, 1.5)])
+@pytest.mark.parametrize(("amp", "width_s", "rr_s"), [(0.4, 0.1, 0.8), (0.9, 0.24, 1.5)])
 def test_a_pause_resolves_when_the_beats_come_back_smaller(amp: float, width_s: float, rr_s: float) -> None:
     """The QRS level is frozen during a pause, so beats under 35% of it never counted and the alarm
-    never resolved: an electrode change (a quarter of the size), a slow wide escape rhythm."""
+    never resolved: an electrode change (a third of the size), a slow wide escape rhythm."""
     b = Bed(ward())
     b.feed(_beats_back_smaller(amp, width_s, rr_s))
     [onset] = b.got("PAUSE")
     [resolved] = b.got("PAUSE", "resolved")
     assert resolved.detected_time - 1024.0 < 20.0  # within seconds of the rhythm's return
     assert resolved.onset_time == onset.onset_time
+
+
+@pytest.mark.parametrize("p_mv", [0.15, 0.2])
+def test_p_waves_alone_are_still_an_asystole(p_mv: float) -> None:
+    """Ventricular standstill: regular P waves and no QRS. The check for returning beats must not
+    take the P waves for a rhythm (review of the fix, 2026-12-07)."""
+    b = Bed(ward())
+    x = beat_train(60, gaps=((20.0, 60.0),))
+    w = int(0.1 * FS)
+    t = 20.5
+    while t < 59.5:
+        x[:, int(t * FS) : int(t * FS) + w] += (p_mv * np.sin(np.linspace(0, np.pi, w))).astype(np.float32)
+        t += 0.8
+    b.feed(x)
+    assert len(b.got("PAUSE")) == 1
+    assert not b.got("PAUSE", "resolved")
 
 
 def test_noise_in_a_long_asystole_does_not_end_the_pause() -> None:

@@ -288,14 +288,17 @@ class PauseTracker:
 #: ``_BACK_SPAN_S`` are checked once a second for a rhythm that came back: ``_BACK_MIN_BEATS`` or
 #: more QRS complexes from the classifier's detector, every R-R within ``_BACK_RR_TOLERANCE`` of
 #: their median and that median under the pause threshold, complexes alike (median correlation with
-#: their median beat >= ``_BACK_CORR``) and swinging ``QRS_MIN_MV`` or more. Noise and fibrillation
-#: do not make such a train; an escape or paced rhythm does.
+#: their median beat >= ``_BACK_CORR``) and swinging ``_BACK_MIN_MV`` or more. Noise and fibrillation
+#: do not make such a train; an escape or paced rhythm does, and so do the P waves of ventricular
+#: standstill (an asystole), which is why the floor is well above ``QRS_MIN_MV``: a P wave rarely
+#: swings more than 0.25 mV. A smaller returning QRS keeps the alarm up, the safe side.
 _BACK_AFTER_S = 3.0
 _BACK_SPAN_S = 8.0
 _BACK_EVERY_S = 1.0
 _BACK_MIN_BEATS = 5
 _BACK_RR_TOLERANCE = 0.2
 _BACK_CORR = 0.9
+_BACK_MIN_MV = 0.3
 
 
 def rhythm_back(stretch: NDArray[np.floating], usable: NDArray[np.bool_], max_rr_s: float) -> float | None:
@@ -315,10 +318,10 @@ def rhythm_back(stretch: NDArray[np.floating], usable: NDArray[np.bool_], max_rr
         if b.size < _BACK_MIN_BEATS:
             continue
         seg = x[b[:, None] + np.arange(-h, h + 1)[None, :]]
-        if float(np.median(np.ptp(seg, axis=1))) < QRS_MIN_MV:
+        tmpl = np.median(seg, axis=0)
+        if float(np.ptp(tmpl)) < _BACK_MIN_MV:  # the median beat's size: noise averages out
             continue
         seg = seg - seg.mean(axis=1, keepdims=True)
-        tmpl = np.median(seg, axis=0)
         tmpl = tmpl - tmpl.mean()
         corr = (seg @ tmpl) / np.maximum(np.linalg.norm(seg, axis=1) * np.linalg.norm(tmpl), 1e-12)
         if float(np.median(corr)) < _BACK_CORR:
