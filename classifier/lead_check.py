@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from classifier.qrs import detect_qrs
+from classifier.qrs import detect_qrs, rr_deviation
 
 #: VT is 100 bpm or more.
 VT_RATE_BPM = 100.0
@@ -64,11 +64,9 @@ def _rhythm(x: NDArray[np.floating], fs: float) -> tuple[int, float, float, floa
     beats = detect_qrs(x, fs)
     if beats.size < MIN_BEATS:
         return None
-    rr = np.diff(beats) / fs
-    med = float(np.median(rr))
+    med, dev = rr_deviation(np.diff(beats) / fs)
     if med <= 0 or 60.0 / med >= VT_RATE_BPM:
         return None
-    dev = (rr - med) / med
     spread = np.abs(dev)
     return int(beats.size), 60.0 / med, float(np.max(spread)), float(np.max(spread[~_one_premature_beat(dev)]))
 

@@ -49,6 +49,16 @@ def detect_qrs(x: NDArray[np.floating], fs: float) -> IntArray:
     return detect_from_energy(filt, mwi, fs)
 
 
+def rr_deviation(rr: NDArray[np.floating]) -> tuple[float, NDArray[np.float64]]:
+    """Median of the R-R intervals ``rr`` (any unit) and each interval's signed deviation from it,
+    as a fraction of it: every steadiness test (steady rhythm, rhythm back after a pause) reads
+    the same numbers, so they cannot drift apart."""
+    x = np.asarray(rr, dtype=np.float64)
+    med = float(np.median(x))
+    dev: NDArray[np.float64] = (x - med) / max(med, 1e-12)
+    return med, dev
+
+
 def detect_from_energy(filt: NDArray[np.float64], mwi: NDArray[np.float64], fs: float) -> IntArray:
     """The decision stage of ``detect_qrs`` on precomputed ``qrs_energy`` output of one lead."""
     refractory = int(_REFRACTORY_S * fs)

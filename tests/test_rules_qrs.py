@@ -3,7 +3,7 @@ import pytest
 
 from classifier import RuleBasedClassifier
 from classifier.constants import MODEL_FS
-from classifier.qrs import detect_qrs, match_beats
+from classifier.qrs import detect_qrs, match_beats, rr_deviation
 from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
 
 FS = 250.0
@@ -120,3 +120,14 @@ def test_vt_after_a_pause_is_vt_not_the_pause() -> None:
         t += 0.33
     c = RuleBasedClassifier().classify_model_rate(x, np.array([True, True]), MODEL_FS)
     assert c.event == "VTACH", c.explanation
+
+
+def test_rr_deviation_is_relative_to_the_median() -> None:
+    """The steadiness tests of the lead check and the pause tracker read these numbers; a sign or
+    scale slip would pass irregular rhythms as steady."""
+    med, dev = rr_deviation(np.array([0.8, 1.0, 1.0, 1.25, 1.0]))
+    assert med == pytest.approx(1.0)
+    np.testing.assert_allclose(dev, [-0.2, 0.0, 0.0, 0.25, 0.0])
+    med, dev = rr_deviation(np.array([200, 240, 160]))  # samples work as well as seconds
+    assert med == pytest.approx(200.0)
+    np.testing.assert_allclose(dev, [0.0, 0.2, -0.2])

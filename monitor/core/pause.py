@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from scipy import signal
 
 from classifier.constants import MODEL_FS
-from classifier.qrs import detect_qrs
+from classifier.qrs import detect_qrs, rr_deviation
 from monitor.core.alarms import Observation
 from monitor.core.quality import LeadQuality, lead_quality
 from monitor.core.ringbuffer import RingBuffer
@@ -82,6 +82,13 @@ def _swing(ext: NDArray[np.float64], lead: NDArray[np.intp], pos: NDArray[np.int
     return out
 
 
+def _slope(filt: NDArray[np.float64]) -> NDArray[np.float64]:
+    """|x[n] - x[n-2]| of each low-passed lead, for the samples with two behind them: what the
+    tracker calls a QRS hit and learns its level from, in ``update`` and ``relearn`` alike."""
+    out: NDArray[np.float64] = np.abs(filt[:, 2:] - filt[:, :-2])
+    return out
+
+
 def _lowpass(raw: NDArray[np.float64]) -> NDArray[np.float64]:
     """``MAINS_FIR`` over (2, n) raw samples: the n - 12 outputs that have every tap behind them, as
     one strided product (a few microseconds at a frame's 26 samples)."""
@@ -139,9 +146,8 @@ class PauseTracker:
         while too few are seen. (A slowing to a pause is the PAUSE rule's business.)"""
         if len(self.onsets) < 4:
             return float("nan")
-        rr = np.diff(np.asarray(self.onsets))
-        med = float(np.median(rr))
-        if not np.all(np.abs(rr - med) <= tolerance * med):
+        med, dev = rr_deviation(np.diff(np.asarray(self.onsets)))
+        if not np.all(np.abs(dev) <= tolerance):
             return float("nan")
         return 60.0 / max(med, 1e-3)
 
@@ -178,8 +184,7 @@ class PauseTracker:
         """Learn the QRS level afresh from ``stretch`` (2, n), model rate, which ``rhythm_back``
         found holding a steady rhythm whose latest QRS began at ``last_beat_t``; the gap ends there."""
         x = np.nan_to_num(np.asarray(stretch, dtype=np.float64))
-        filt = _lowpass(x)
-        slope = np.abs(filt[:, 2:] - filt[:, :-2])
+        slope = _slope(_lowpass(x))
         nb = slope.shape[1] // _BLOCK
         if nb == 0:
             return
@@ -215,7 +220,7 @@ class PauseTracker:
         first = max(old, 2)  # the first new sample with two before it
         if ext.shape[1] <= first:
             return
-        slope = np.abs(ext[:, first:] - ext[:, first - 2 : -2])  # aligned with the last len-first samples
+        slope = _slope(ext[:, first - 2 :])  # aligned with the last len-first samples
         if self.n_max > _LEARN_BLOCKS:
             hits = (slope >= _HIT_FRACTION * self.hit_level[:, None]) & self.usable[:, None]
             if hits.any():
@@ -310,9 +315,8 @@ def rhythm_back(stretch: NDArray[np.floating], usable: NDArray[np.bool_], max_rr
         beats = detect_qrs(x, MODEL_FS)
         if beats.size < _BACK_MIN_BEATS:
             continue
-        rr = np.diff(beats) / MODEL_FS
-        med = float(np.median(rr))
-        if med >= max_rr_s or float(np.max(np.abs(rr - med))) > _BACK_RR_TOLERANCE * med:
+        med, dev = rr_deviation(np.diff(beats) / MODEL_FS)
+        if med >= max_rr_s or float(np.max(np.abs(dev))) > _BACK_RR_TOLERANCE:
             continue
         b = beats[(beats >= h) & (beats + h < x.size)]
         if b.size < _BACK_MIN_BEATS:
