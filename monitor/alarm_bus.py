@@ -22,10 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class AlarmBus:
-    def __init__(self, sinks: list[AlarmSink], metrics: Metrics, queue_size: int = 10_000) -> None:
+    def __init__(
+        self, sinks: list[AlarmSink], metrics: Metrics, queue_size: int = 10_000, flush_timeout_s: float = 5.0
+    ) -> None:
         self.sinks = sinks
         self.metrics = metrics
         self.queue_size = queue_size
+        self.flush_timeout_s = flush_timeout_s
         self._queues: dict[str, asyncio.Queue[Alarm | Strip]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
@@ -46,14 +49,36 @@ class AlarmBus:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._count_unsent()
         await self._stack.aclose()
 
-    async def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every queued alarm has been handed to its sink."""
+    async def flush(self) -> None:
+        """Wait until every queued alarm has been handed to its sink, for ``flush_timeout_s`` at most."""
         try:
-            await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), timeout)
+            await asyncio.wait_for(asyncio.gather(*(q.join() for q in self._queues.values())), self.flush_timeout_s)
         except TimeoutError:
             log.warning("alarm flush timed out with %s queued", {k: q.qsize() for k, q in self._queues.items()})
+
+    def _count_unsent(self) -> None:
+        """At close, alarms still queued (a sink slower than the flush timeout) are lost to that
+        sink: count them as dropped and say so, rather than cancel them unseen."""
+        for name, q in self._queues.items():
+            unsent: list[Alarm] = []
+            while not q.empty():
+                item = q.get_nowait()
+                q.task_done()
+                if isinstance(item, Alarm):
+                    unsent.append(item)
+            if unsent:
+                self.metrics.alarms_dropped.labels(name).inc(len(unsent))
+                log.error(
+                    "sink %s: %d queued alarms not sent by close; dropped (first: %s %s %s)",
+                    name,
+                    len(unsent),
+                    unsent[0].stream_id,
+                    unsent[0].event,
+                    unsent[0].state,
+                )
 
     def publish(self, alarm: Alarm) -> None:
         """Queue an alarm for every sink; never blocks."""

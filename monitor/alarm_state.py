@@ -15,11 +15,11 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
-from protocol.alarm import Alarm, AlarmState
+from protocol.alarm import STATES, Alarm, AlarmState
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 STATE_SCHEMA: Final = 1
 #: Mode of every file the journal writes: owner read/write, group read, nothing for others.
 FILE_MODE: Final = 0o640
-
-_STR_FIELDS: Final = ("stream_id", "event", "state", "priority", "source", "model_version", "explanation")
-_NUM_FIELDS: Final = ("confidence", "onset_time", "detected_time", "published_at")
-_STATES: Final = frozenset(s.value for s in AlarmState)
 
 
 class ActiveAlarms:
@@ -50,8 +46,8 @@ class ActiveAlarms:
         key = (alarm.stream_id, alarm.event)
         if alarm.state == AlarmState.RESOLVED:
             return self._active.pop(key, None) is not None
-        if alarm.state not in _STATES:
-            raise ValueError(f"alarm state {alarm.state!r}: expected one of {sorted(_STATES)}")
+        if alarm.state not in STATES:
+            raise ValueError(f"alarm state {alarm.state!r}: expected one of {sorted(STATES)}")
         prev = self._active.get(key)
         self._active[key] = alarm
         return prev is None or prev.onset_time != alarm.onset_time
@@ -72,22 +68,7 @@ def state_path(journal: str | Path) -> Path:
 
 def parse_alarm(obj: object) -> Alarm:
     """An ``Alarm`` from a decoded JSON object, checking names and types; ValueError if bad."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected an object, got {type(obj).__name__}")
-    for k in _STR_FIELDS:
-        if not isinstance(obj.get(k), str):
-            raise ValueError(f"{k}: missing or not a string")
-    for k in _NUM_FIELDS:
-        v = obj.get(k)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ValueError(f"{k}: missing or not a number")
-    if obj["state"] not in _STATES:
-        raise ValueError(f"state: {obj['state']!r} is not one of {sorted(_STATES)}")
-    kw: dict[str, Any] = {f.name: obj[f.name] for f in fields(Alarm) if f.name in obj}
-    kw.update({k: float(obj[k]) for k in _NUM_FIELDS})
-    if not isinstance(kw.get("schema", 1), int):
-        raise ValueError("schema: not an integer")
-    return Alarm(**kw)
+    return Alarm.from_dict(obj)
 
 
 def _write_file(path: Path, data: bytes) -> None:

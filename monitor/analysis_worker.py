@@ -114,27 +114,25 @@ class AnalysisProcess:
     def close(self, *, kill: bool) -> None:
         """Stop the child; ``kill``: do not wait for a batch it may be stuck in."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        procs = list(getattr(pool, "_processes", {}).values())  # the pool offers no kill of its own
-        if kill:
-            for p in procs:
-                p.kill()
-        pool.shutdown(wait=not kill, cancel_futures=True)
+        if pool is not None:
+            _stop(pool, kill=kill)
 
     async def _start(self) -> None:
+        """Start a child and check its classifier. Only a child that passed is ``_pool``: batches
+        sent to one still loading would be cancelled with it if it failed, and a cancelled batch
+        ends the lane that awaited it without an error to notice."""
         t = time.perf_counter()
-        self._pool = ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_init, initargs=(self.spec,))
+        pool = ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_init, initargs=(self.spec,))
         loop = asyncio.get_running_loop()
         try:
-            self.info = await asyncio.wait_for(loop.run_in_executor(self._pool, _describe), START_TIMEOUT_S)
+            info = await asyncio.wait_for(loop.run_in_executor(pool, _describe), START_TIMEOUT_S)
         except BaseException:
-            self.close(kill=True)
+            _stop(pool, kill=True)
             raise
-        if self.info[:2] != self.expect:
-            found = self.info
-            self.close(kill=True)
-            raise WorkerMismatchError(f"the analysis process loaded {found[:2]}, the daemon {self.expect}")
+        if info[:2] != self.expect:
+            _stop(pool, kill=True)
+            raise WorkerMismatchError(f"the analysis process loaded {info[:2]}, the daemon {self.expect}")
+        self._pool, self.info = pool, info
         log.info(
             "analysis process up in %.1f s: %s, %s, %d torch thread(s)",
             time.perf_counter() - t,
@@ -155,6 +153,13 @@ class AnalysisProcess:
         pool = self._pool
         try:
             results, busy = await loop.run_in_executor(pool, _analyse, jobs)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the caller itself is being cancelled
+            # The pool was shut down under this batch (another lane killed a hung child): the
+            # batch is unjudged, not the lane's end.
+            raise WorkerUnavailableError("the analysis process was stopped during the batch") from None
         except BrokenProcessPool:
             if self._pool is pool:  # the first batch to learn of this death handles it (two lanes)
                 self.restarts += 1
@@ -177,3 +182,11 @@ class AnalysisProcess:
             except Exception as exc:
                 log.error("the analysis process did not start (%s); retrying in %.0f s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
+
+
+def _stop(pool: ProcessPoolExecutor, *, kill: bool) -> None:
+    procs = list(getattr(pool, "_processes", {}).values())  # the pool offers no kill of its own
+    if kill:
+        for p in procs:
+            p.kill()
+    pool.shutdown(wait=not kill, cancel_futures=True)

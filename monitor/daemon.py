@@ -555,6 +555,14 @@ class Monitor:
                 self._publish(self.ward.on_tick(self.clock.monotonic()))
             except Exception as exc:
                 self._ratelog.log(logging.ERROR, "housekeeping", f"housekeeping failed ({exc})", exc_info=True)
+            if not self._stopping:
+                # A task that ends early by cancellation is not a failure to a TaskGroup: it would
+                # leave the daemon up, taking frames and judging nothing. Never live on half-dead.
+                for t in (self._worker_task, *self._ingest_tasks):
+                    if t is not None and t.done():
+                        self._force = True
+                        how = "was cancelled" if t.cancelled() else "ended"  # (a failure ends the group itself)
+                        raise RuntimeError(f"task {t.get_name()} {how} while the daemon runs")
             started = min(self._batch_started.values(), default=None)
             if started is not None and self.clock.monotonic() - started > self.config.worker_stall_s:
                 self._force = True  # do not wait for the hung thread on the way out

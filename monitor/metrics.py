@@ -59,7 +59,10 @@ class Metrics:
             registry=registry,
         )
         self.alarms_dropped = Counter(
-            "ecg_alarms_dropped", "Alarm messages dropped by a full sink queue", ["sink"], registry=registry
+            "ecg_alarms_dropped",
+            "Alarm messages dropped by a full sink queue, or still queued when the daemon closed",
+            ["sink"],
+            registry=registry,
         )
         self.alarms_dead_letter = Counter(
             "ecg_alarms_dead_letter",
@@ -127,7 +130,9 @@ class WardCollector(Collector):
         c = w.counters
         yield GaugeMetricFamily("ecg_active_streams", "Admitted beds", value=len(w.beds))
         yield GaugeMetricFamily("ecg_pending_streams", "Stream ids heard but not yet admitted", value=len(w.pending))
-        beds = [b.stream for b in w.beds.values() if b.stream is not None]
+        # Scrapes run in the HTTP server's thread while the loop admits and forgets beds: take
+        # the beds in one step (list() of a dict view holds the GIL), never iterate the live dict.
+        beds = [b.stream for b in list(w.beds.values()) if b.stream is not None]
         fill = sum(len(s.buffer) / s.buffer.capacity for s in beds) / len(beds) if beds else 0.0
         yield GaugeMetricFamily("ecg_buffer_fill_ratio", "Mean ring-buffer fill over beds", value=fill)
         yield GaugeMetricFamily("ecg_windows_due", "Windows waiting for the classifier", value=w.due_count)

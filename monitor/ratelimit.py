@@ -26,6 +26,9 @@ class RateLimitedLog:
         self._count[key] += 1
         now = self.clock()
         if now - self._last.get(key, -math.inf) >= self.every:
-            self.logger.log(level, msg + " (%d since last report)", *args, self._count[key], exc_info=exc_info)
+            # ``msg`` may carry what a peer sent (a rejected stream id with a '%' in it): it is an
+            # argument of the line, never its format string.
+            text = msg % args if args else msg
+            self.logger.log(level, "%s (%d since last report)", text, self._count[key], exc_info=exc_info)
             self._last[key] = now
             self._count[key] = 0

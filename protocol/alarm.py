@@ -49,5 +49,36 @@ class Alarm:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Alarm:
-        data: dict[str, Any] = json.loads(text)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """Parse one message; ValueError (JSON errors included) if it is not a valid alarm."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, obj: object) -> Alarm:
+        """An alarm from a decoded JSON object, its names and types checked (ValueError if bad):
+        whoever reads alarms off a wire or a file must not meet a string where a number goes
+        later, in a printer or a sort. Unknown keys are ignored (newer senders may add some)."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"alarm: expected an object, got {type(obj).__name__}")
+        for k in _STR_FIELDS:
+            if not isinstance(obj.get(k), str):
+                raise ValueError(f"alarm.{k}: missing or not a string")
+        for k in _NUM_FIELDS:
+            v = obj.get(k)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"alarm.{k}: missing or not a number")
+        if obj["state"] not in STATES:
+            raise ValueError(f"alarm.state: {obj['state']!r} is not one of {sorted(STATES)}")
+        if not isinstance(obj.get("strip_id", ""), str):
+            raise ValueError("alarm.strip_id: not a string")
+        schema = obj.get("schema", 1)
+        if isinstance(schema, bool) or not isinstance(schema, int):
+            raise ValueError("alarm.schema: not an integer")
+        kw: dict[str, Any] = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj}
+        kw.update({k: float(obj[k]) for k in _NUM_FIELDS})
+        return cls(**kw)
+
+
+_STR_FIELDS: Final = ("stream_id", "event", "state", "priority", "source", "model_version", "explanation")
+_NUM_FIELDS: Final = ("confidence", "onset_time", "detected_time", "published_at")
+#: The values of ``Alarm.state``.
+STATES: Final = frozenset(s.value for s in AlarmState)

@@ -132,37 +132,57 @@ async def messages_from(
     if ep.is_zmq:
         keys = ClientKeys.optional(curve_server, curve_secret)  # CurveError (a ValueError)
         ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.SUB)
-        for kind in kinds:
-            sock.setsockopt(zmq.SUBSCRIBE, KINDS[kind][0])
-        sock.setsockopt(zmq.LINGER, 0)
-        if keys is not None:
-            keys.apply(sock)
-        watch = HandshakeWatch(sock, str(ep), time.monotonic)
+        # Telemetry (a message per bed per second) gets a connection of its own: the daemon's PUB
+        # keeps a queue per connection, capped at its HWM, so a reader that stalls loses telemetry
+        # there, while alarms and strips wait in a queue that only they fill.
+        lanes = [
+            lane for lane in ([k for k in kinds if k != "telemetry"], [k for k in kinds if k == "telemetry"]) if lane
+        ]
+        socks: list[zmq.asyncio.Socket] = []
+        watches: list[HandshakeWatch] = []
+        poller = zmq.asyncio.Poller()
         try:
-            sock.connect(ep.zmq_addr)
+            for lane in lanes:
+                sock = ctx.socket(zmq.SUB)
+                socks.append(sock)
+                for kind in lane:
+                    sock.setsockopt(zmq.SUBSCRIBE, KINDS[kind][0])
+                sock.setsockopt(zmq.LINGER, 0)
+                if keys is not None:
+                    keys.apply(sock)
+                watches.append(HandshakeWatch(sock, str(ep), time.monotonic))
+                sock.connect(ep.zmq_addr)
+                poller.register(sock, zmq.POLLIN)
             if keys is not None:
-                await watch.wait_ok(handshake_timeout)
+                for watch in watches:
+                    await watch.wait_ok(handshake_timeout)
             if ready is not None:
                 ready.set()
             while True:
-                if not await sock.poll(500):
-                    await watch.drain()
-                    err = watch.error(handshake_timeout)
-                    if err is not None:
-                        raise err
+                events = dict(await poller.poll(500))
+                if not events:
+                    for watch in watches:
+                        await watch.drain()
+                        err = watch.error(handshake_timeout)
+                        if err is not None:
+                            raise err
                     continue
-                parts = await sock.recv_multipart()
-                parse = _parser_for_zmq(parts[0], kinds)
-                if parse is None:
-                    continue
-                try:
-                    yield parse(parts[-1])
-                except (ValueError, TypeError, KeyError) as exc:
-                    log.warning("ignored a malformed message on %r: %s", parts[0][:80], exc)
+                for sock in socks:  # alarms and strips first
+                    if sock not in events:
+                        continue
+                    parts = await sock.recv_multipart()
+                    parse = _parser_for_zmq(parts[0], kinds)
+                    if parse is None:
+                        continue
+                    try:
+                        yield parse(parts[-1])
+                    except (ValueError, TypeError, KeyError) as exc:
+                        log.warning("ignored a malformed message on %r: %s", parts[0][:80], exc)
         finally:
-            watch.close()
-            sock.close(0)
+            for watch in watches:
+                watch.close()
+            for sock in socks:
+                sock.close(0)
             ctx.term()
     sec = mqtt if mqtt is not None else MqttSecurity()
     ep = sec.endpoint(ep, "subscriber")
@@ -257,7 +277,11 @@ async def subscribe(
                     except Exception as exc:  # a strip that cannot be saved must not stop the alarms
                         log.error("strip %s not handled: %s", m.strip_id, exc)
             elif isinstance(m, Alarm) and done_at is None and opts.wants(m):
-                show(m)
+                try:
+                    show(m)
+                except Exception as exc:  # one alarm that cannot be shown must not stop the rest
+                    log.error("alarm from %s not shown: %s: %s", m.stream_id, type(exc).__name__, exc)
+                    continue
                 n += 1
                 if m.strip_id and opts.on_strip is not None:
                     awaited.add(m.strip_id)
@@ -276,8 +300,11 @@ async def subscribe(
         if t is not None and not t.done():
             t.cancel()
     await asyncio.gather(task, *(t for t in [stopper] if t is not None), return_exceptions=True)
-    if not task.cancelled() and isinstance(task.exception(), OSError):
-        raise task.exception()  # type: ignore[misc]  # e.g. HandshakeError: the CLI exits 1 with it
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        # Never end quietly: e.g. HandshakeError (an OSError) or any other failure of the reader;
+        # the CLI exits 1 with it.
+        raise failure
     return n
 
 

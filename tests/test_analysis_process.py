@@ -64,3 +64,26 @@ async def test_process_and_thread_give_the_same_verdicts() -> None:
             if a.result is not None and b.result is not None:
                 assert a.result.event == b.result.event
                 assert abs(a.result.confidence - b.result.confidence) < 1e-3
+
+
+async def test_no_batch_waits_on_a_child_that_is_still_loading() -> None:
+    """A batch sent to a replacement child still loading its model was cancelled with it when
+    that start failed (a model mismatch, a timeout), and the cancellation ended the inference
+    lane without an error. A child is used only once it has passed its check."""
+    import numpy as np
+
+    from classifier.rules import RuleThresholds
+    from monitor.analysis_worker import AnalysisProcess, ClassifierSpec, WorkerUnavailableError
+
+    proc = AnalysisProcess(ClassifierSpec(None, "float32", RuleThresholds()), expect=("ml", "another-version"))
+    proc._restart()  # as after the child died
+    await asyncio.sleep(0)  # the restart is under way: a child is spawning and loading
+    job = WindowJob("b0", np.zeros((2, 1280), np.float32), 1000.0)
+    try:
+        # Two lanes, as in the daemon: the pool holds one call beyond the one it runs, so the
+        # second batch used to wait in its queue and be cancelled there.
+        got = await asyncio.wait_for(asyncio.gather(proc.run([job]), proc.run([job]), return_exceptions=True), 60.0)
+        assert [type(g) for g in got] == [WorkerUnavailableError, WorkerUnavailableError], got
+    finally:
+        await proc.__aexit__(None, None, None)
+    assert proc._pool is None

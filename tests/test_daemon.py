@@ -104,3 +104,25 @@ async def test_lead_off_gives_technical_alarm_not_pause() -> None:
         assert not h.got("bed-off", "PAUSE")
         assert h.monitor.classifier is not None and h.monitor.classifier.source == "rules"
         assert h.metric("ecg_rules_only_windows_total") > 0
+
+
+async def test_a_message_of_many_parts_is_dropped_and_counted() -> None:
+    """MAXMSGSIZE bounds each part of a ZeroMQ message, not how many there are: a message of many
+    parts, each under the frame limit, with a valid frame last, must not be taken as that frame."""
+    import zmq
+    import zmq.asyncio
+
+    async with running_monitor(rules_only=True, telemetry_interval_s=0) as h:
+        ctx = zmq.asyncio.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(h.ingest)
+        try:
+            frame = encode("bed-m", 0, 1_000_000.0, FS, np.zeros((2, FRAME), np.float32))
+            await push.send_multipart([b"J" * 1000] * 50 + [frame])  # 51 parts
+            topic_and_frame = encode("bed-t", 0, 1_000_000.0, FS, np.zeros((2, FRAME), np.float32))
+            await push.send_multipart([b"samples.bed-t", topic_and_frame])  # 2 parts: fine
+            assert await wait_for(lambda: h.metric("ecg_frames_rejected_total", {"reason": "bad_parts"}) == 1, 5.0)
+            assert await wait_for(lambda: h.metric("ecg_frames_ingested_total", {"transport": "zmq"}) == 1, 5.0)
+        finally:
+            push.close(linger=0)
+            ctx.term()

@@ -418,3 +418,25 @@ async def test_replay_follows_rotation(tmp_path: Path) -> None:
     assert path.with_name("alarms.jsonl.1").exists()
     state_path(path).write_bytes(state)  # the saves after the onset were lost
     assert load_state(path) == []
+
+
+@bounded()
+async def test_a_storm_of_onsets_rewrites_the_state_once_per_interval(tmp_path: Path) -> None:
+    """Each state save rewrites and fsyncs the whole active set: once per onset, a ward going to
+    NO_SIGNAL at once (a broker outage) held the journal to tens of lines a second. Saved at most
+    once per fsync interval, with the journal's own lines covering the time between."""
+    path = tmp_path / "alarms.jsonl"
+    now = [0.0]
+    crashed = JournalSink(path, clock=lambda: now[0], fsync_interval_s=1.0)
+    await crashed.__aenter__()
+    for i in range(200):
+        await crashed.send(mk(f"bed-{i}", "NO_SIGNAL", "onset"))
+    saved = json.loads(state_path(path).read_text())["active"]
+    assert len(saved) == 1  # the first onset's save; the other 199 wait for the interval
+    # A crash now (the sink never closed) loses none of them: the journal's tail is replayed.
+    assert {a.stream_id for a in load_state(path)} == {f"bed-{i}" for i in range(200)}
+    now[0] = 1.0
+    await crashed.send(mk("bed-0", "NO_SIGNAL", "resolved", t=1001.0))
+    assert len(json.loads(state_path(path).read_text())["active"]) == 199  # the interval passed
+    await crashed.__aexit__(None, None, None)
+    assert len(json.loads(state_path(path).read_text())["active"]) == 199

@@ -332,6 +332,26 @@ async def test_oversized_ingest_rejected_then_normal_received(broker: Broker) ->
     assert ev.downs() == 1  # only the close
 
 
+async def test_a_huge_ingest_message_never_leaves_the_broker(broker: Broker) -> None:
+    """paho reads a whole PUBLISH before the size check can see it (a 150 MB one cost the daemon
+    440 MB and a 0.4 s stall): the ingest connects with MQTT 5 and a Maximum Packet Size, so the
+    broker drops what is far over the limit instead of sending it. (Just over the limit is counted
+    as too_large by the daemon: the test above.)"""
+    ev = Events()
+    src = MqttSource(
+        parse_url(broker.url), max_payload=10_000, on_connected=ev.on_connected, on_reject=ev.rejects.append
+    )
+    async with asyncio.timeout(20), consuming(src) as got:
+        assert await wait_for(ev.is_up, 5.0)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as pub:
+            await pub.publish("ecg/bed-1/samples", b"\x00" * 5_000_000, qos=1)
+            await pub.publish("ecg/bed-1/samples", b"normal", qos=1)
+        assert await wait_for(lambda: len(got) >= 1, 5.0)
+    assert [f.payload for _, f in got] == [b"normal"]
+    assert ev.rejects == []  # never reached the daemon, so not even its size check
+    assert ev.downs() == 1  # only the close: the broker dropped the message, not the connection
+
+
 async def test_ingest_flood_is_bounded_and_counted(broker: Broker) -> None:
     ev = Events()
     src = MqttSource(parse_url(broker.url), max_queued=5, on_connected=ev.on_connected, on_reject=ev.rejects.append)

@@ -180,3 +180,21 @@ def test_calm_hop_follows_hop_unless_set() -> None:
     assert MonitorConfig(calm_hop_s=2.0).detection.calm_hop_s == 2.0  # = hop_s: off
     with pytest.raises(ConfigError, match="calm_hop_s"):
         MonitorConfig(calm_hop_s=1.0)
+
+
+def test_a_rate_limited_line_quoting_a_peer_keeps_its_percent_signs(caplog: pytest.LogCaptureFixture) -> None:
+    """A rejected stream id of '%s%s' was used as the format string: the line failed to format
+    and the reason's 10 s window was spent on a line nobody saw."""
+    import logging
+
+    from monitor.ratelimit import RateLimitedLog
+
+    log = logging.getLogger("test.ratelimit")
+    caplog.set_level(logging.WARNING, logger="test.ratelimit")
+    limited = RateLimitedLog(log, clock=lambda: 0.0)
+    limited.log(logging.WARNING, "bad_stream_id", "rejected frame: bad_stream_id: b'%s%s'")
+    limited.log(logging.WARNING, "other", "journal %s: %d lines", "j.jsonl", 3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "rejected frame: bad_stream_id: b'%s%s' (1 since last report)",
+        "journal j.jsonl: 3 lines (1 since last report)",
+    ]

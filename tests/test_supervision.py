@@ -13,8 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier
+from monitor.alarm_bus import AlarmBus
 from monitor.config import MonitorConfig
 from monitor.daemon import Monitor
+from monitor.metrics import Metrics
+from protocol.alarm import Alarm
 from protocol.wire import DType, encode
 from simulators.sender import FrameSender
 from simulators.synthetic import Episode, PatientSpec, SyntheticPatient
@@ -83,3 +86,57 @@ async def test_hung_classifier_takes_the_daemon_down() -> None:
         clf.release.set()
     assert any("stalled" in str(e) for e in info.value.exceptions)
     assert time.monotonic() - t < 15.0
+
+
+async def test_a_lane_cancelled_from_under_the_daemon_takes_it_down() -> None:
+    """A task that ends by cancellation is no failure to a TaskGroup, so the daemon lived on,
+    taking frames and judging none (a batch cancelled with a failed analysis-process restart
+    did that). Housekeeping notices any such task and ends the daemon loudly."""
+    cfg = MonitorConfig(
+        ingest=(f"tcp://127.0.0.1:{free_port()}",),
+        alarms=(f"tcp://127.0.0.1:{free_port()}",),
+        metrics_port=0,
+        console=False,
+        inference_process=False,
+    )
+    t = time.monotonic()
+    with pytest.raises(ExceptionGroup) as info:
+        async with Monitor(cfg, registry=CollectorRegistry(), classifier=RuleBasedClassifier()) as mon:
+            assert mon._worker_task is not None
+            mon._worker_task.cancel()
+            await asyncio.sleep(30.0)  # the daemon must end this itself
+    assert any("task inference was cancelled" in str(e) for e in info.value.exceptions)
+    assert time.monotonic() - t < 10.0
+
+
+class _SlowSink:
+    """A sink that takes a second per alarm: a network sink stuck behind a slow peer."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.sent: list[Alarm] = []
+
+    async def __aenter__(self) -> _SlowSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send(self, alarm: Alarm) -> None:
+        await asyncio.sleep(1.0)
+        self.sent.append(alarm)
+
+
+async def test_alarms_left_queued_at_close_are_counted_as_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """Close cannot wait for ever on a slow sink, but what it gives up on is counted and logged,
+    never cancelled unseen."""
+    registry = CollectorRegistry()
+    slow = _SlowSink()
+    async with AlarmBus([slow], Metrics(registry), flush_timeout_s=0.2) as bus:
+        for i in range(5):
+            bus.publish(Alarm(f"bed-{i}", "VTACH", "onset", "high", 0.9, 1.0, 2.0, 3.0, "ml", "m", "VT"))
+        await asyncio.sleep(0)  # the pump takes the first one and is stuck sending it
+    assert slow.sent == []
+    assert registry.get_sample_value("ecg_alarms_dropped_total", {"sink": "slow"}) == 4
+    assert "4 queued alarms not sent by close" in caplog.text

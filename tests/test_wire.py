@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import re
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -381,5 +382,104 @@ async def test_alarm_sink_publishes_on_the_built_topic() -> None:
             assert parts[0] == b"alarm.bed-1.VTACH"
             assert Alarm.from_json(parts[1]) == a
             sub.close(0)
+    finally:
+        ctx.term()
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"confidence": "0.9"}, "alarm.confidence"),
+        ({"published_at": None}, "alarm.published_at"),
+        ({"confidence": True}, "alarm.confidence"),
+        ({"stream_id": 7}, "alarm.stream_id"),
+        ({"state": "maybe"}, "alarm.state"),
+        ({"strip_id": 1}, "alarm.strip_id"),
+        ({"schema": "1"}, "alarm.schema"),
+    ],
+)
+def test_an_alarm_of_wrong_types_is_refused_when_parsed(change: dict[str, object], complaint: str) -> None:
+    """A string where a number goes parsed before, then broke the subscriber's printer later."""
+    import json
+
+    good = json.loads(Alarm("bed-1", "VTACH", "onset", "high", 0.9, 1.0, 2.0, 3.0, "ml", "m", "x").to_json())
+    assert Alarm.from_json(json.dumps(good)).confidence == 0.9
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        Alarm.from_json(json.dumps({**good, **change}))
+    missing = {k: v for k, v in good.items() if k != "explanation"}
+    with pytest.raises(ValueError, match=r"alarm\.explanation"):
+        Alarm.from_json(json.dumps(missing))
+    assert Alarm.from_json(json.dumps({**good, "added_later": 1})).stream_id == "bed-1"  # forward compatible
+
+
+async def test_the_subscriber_skips_an_alarm_of_wrong_types_and_shows_the_next(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One alarm with a string confidence (any client with publish rights can send one on MQTT)
+    used to end the subscriber quietly, exit code 0, showing nothing after it."""
+    import json
+
+    from simulators.subscribe import SubscribeOptions, subscribe
+
+    ctx = zmq.asyncio.Context()
+    url = f"tcp://127.0.0.1:{free_port()}"
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(url)
+    try:
+        good = Alarm("bed-1", "VTACH", "onset", "high", 0.9, 1.0, 2.0, 3.0, "ml", "m", "VT at 150 bpm")
+        bad = {**json.loads(good.to_json()), "stream_id": "bed-9", "confidence": "0.9"}
+        ready = asyncio.Event()
+        sub = asyncio.create_task(subscribe(SubscribeOptions(source=url, count=1, duration=10.0), ready=ready))
+        await ready.wait()
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while not sub.done() and asyncio.get_running_loop().time() < deadline:  # until the SUB has joined
+            await pub.send_multipart([b"alarm.bed-9.VTACH", json.dumps(bad).encode()])
+            await pub.send_multipart([b"alarm.bed-1.VTACH", good.to_json().encode()])
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(sub, 5.0) == 1
+        out = capsys.readouterr().out
+        assert "bed-1" in out and "bed-9" not in out
+    finally:
+        pub.close(0)
+        ctx.term()
+
+
+async def test_a_stalled_reader_loses_telemetry_not_the_alarm_behind_it() -> None:
+    """The daemon's PUB keeps one queue per connection, capped at its HWM. Telemetry (a message
+    per bed per second) on the alarms' connection filled a stalled station's queue and the next
+    VTACH onset was dropped for it; the reader now takes telemetry on a connection of its own."""
+    from protocol.strip import Telemetry
+    from simulators.subscribe import messages_from
+
+    ctx = zmq.asyncio.Context()
+    url = f"tcp://127.0.0.1:{free_port()}"
+    try:
+        async with ZmqAlarmSink(parse_url(url), ctx, sndhwm=100) as sink:
+            ready = asyncio.Event()
+            reader = messages_from(url, ready, kinds=("alarm", "telemetry"))
+            first = asyncio.ensure_future(reader.__anext__())
+            await ready.wait()
+            leads = (np.zeros(1000, np.float32), np.zeros(1000, np.float32))
+            deadline = asyncio.get_running_loop().time() + 5.0
+            while not first.done() and asyncio.get_running_loop().time() < deadline:  # until joined
+                sink.send_telemetry(Telemetry("bed-0", 1.0, 128.0, leads, 70.0, "NORMAL", 0.9, ("ok", "ok")))
+                await asyncio.sleep(0.05)
+            assert first.done()
+            # The reader stalls (nobody asks it for more) while 30 MB of telemetry go out...
+            for k in range(6000):
+                sink.send_telemetry(Telemetry(f"bed-{k % 500}", 2.0, 128.0, leads, 70.0, "NORMAL", 0.9, ("ok", "ok")))
+                if k % 500 == 0:
+                    await asyncio.sleep(0.01)
+            vt = Alarm("bed-7", "VTACH", "onset", "high", 0.95, 1.0, 4.0, time.time(), "ml", "m", "VT")
+            await sink.send(vt)
+            await asyncio.sleep(0.5)
+            # ...then reads on: the alarm is there.
+            got_alarm = False
+            async with asyncio.timeout(10.0):
+                while not got_alarm:
+                    m = await reader.__anext__()
+                    got_alarm = isinstance(m, Alarm) and m == vt
+            await reader.aclose()
     finally:
         ctx.term()

@@ -31,7 +31,7 @@ def make_source(
     ``curve``: makes a ZeroMQ source a CURVE server (MQTT ignores it: the broker authenticates)."""
     ep = parse_url(url)
     if ep.is_zmq:
-        return ZmqSource(ep, ctx, max_bytes=max_bytes, curve=curve)
+        return ZmqSource(ep, ctx, max_bytes=max_bytes, curve=curve, on_reject=on_reject)
     sec = mqtt if mqtt is not None else MqttSecurity()
     return MqttSource(
         sec.endpoint(ep, "MQTT ingest"),

@@ -50,7 +50,8 @@ class JournalSink:
     Each line goes to the kernel with one ``os.write`` on an unbuffered append descriptor, so
     a crash of the process loses nothing written; ``os.fsync`` (tens of ms on a busy disk)
     runs in a worker thread at most every ``fsync_interval_s`` and on close, bounding what a
-    power failure can lose. The append itself stays on the event loop: it is one small
+    power failure can lose; so does the rewrite of the state file, whose gap the journal's own
+    lines fill on a restart. The append itself stays on the event loop: it is one small
     syscall into the page cache, and alarms are rare.
 
     ``send`` never raises on I/O errors. A failed line stays in a backlog of at most
@@ -110,6 +111,7 @@ class JournalSink:
         self._rotate_after = -math.inf
         self._dirty = False
         self._last_sync = -math.inf
+        self._last_state_save = -math.inf
         self._active = ActiveAlarms()
         self._state_dirty = False
         self._lock = asyncio.Lock()
@@ -216,7 +218,11 @@ class JournalSink:
                     self._state_dirty = True
             except ValueError as e:
                 self._limited.log(logging.ERROR, "state", "journal %s: alarm not tracked as active: %s", self.path, e)
-            if self._state_dirty:
+            # The state file is rewritten whole and fsynced (milliseconds, growing with the active
+            # set), so at most once per fsync interval: a storm of onsets (a broker outage sends a
+            # ward to NO_SIGNAL at once) would otherwise hold the journal to tens of lines a second.
+            # Nothing is lost meanwhile: ``load_state`` replays the lines written after the state.
+            if self._state_dirty and self._clock() - self._last_state_save >= self.fsync_interval_s:
                 await self._save_state()
             if self._dirty and self._clock() - self._last_sync >= self.fsync_interval_s:
                 await self._sync()
@@ -399,6 +405,7 @@ class JournalSink:
         return self.state_file, self._active.alarms(), pos
 
     async def _save_state(self) -> None:
+        self._last_state_save = self._clock()
         path, alarms, pos = self._state_args()
         try:
             await self._in_thread(partial(save_state, path, alarms, journal_pos=pos))

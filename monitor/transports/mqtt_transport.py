@@ -25,6 +25,8 @@ from typing import Any, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from monitor.ratelimit import RateLimitedLog
 from monitor.transports.backoff import Backoff
@@ -44,6 +46,9 @@ OPERATION_TIMEOUT_S = 5.0
 KEEPALIVE_S = 15
 #: Largest sample payload accepted; a 10 s two-lead float32 frame at 2 kHz is 160 kB.
 MAX_PAYLOAD_BYTES = 1 << 20
+#: Room for a PUBLISH packet's header, topic and properties beyond its payload: the ingest asks
+#: the broker (MQTT 5 Maximum Packet Size) for no packet larger than its payload limit plus this.
+PACKET_OVERHEAD_BYTES = 1024
 #: Bounds on received messages waiting for the daemon; beyond them new messages are dropped.
 MAX_QUEUED_MESSAGES = 1000
 MAX_QUEUED_BYTES = 64 << 20
@@ -75,12 +80,22 @@ def client_for(
     queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
     max_queued_incoming_messages: int | None = None,
     tls_context: ssl.SSLContext | None = None,
+    max_packet_bytes: int | None = None,
 ) -> aiomqtt.Client:
     """An aiomqtt client for ``mqtt://`` or ``mqtts://``. TLS uses ``tls_context`` (see
-    ``tls.TlsSettings``: custom CA, client certificate) or else the system CAs, hostname checked."""
+    ``tls.TlsSettings``: custom CA, client certificate) or else the system CAs, hostname checked.
+
+    ``max_packet_bytes``: connect with MQTT 5 and ask the broker never to send a larger packet
+    (it drops such a message for this client): paho reads a whole PUBLISH into memory before
+    anyone can look at its size, so a limit checked after it would come too late."""
     tls: ssl.SSLContext | None = None
     if endpoint.scheme == "mqtts":
         tls = tls_context if tls_context is not None else ssl.create_default_context()
+    v5: dict[str, Any] = {}
+    if max_packet_bytes is not None:
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = max_packet_bytes
+        v5 = {"protocol": aiomqtt.ProtocolVersion.V5, "properties": props}
     return aiomqtt.Client(
         endpoint.host,
         endpoint.port,
@@ -92,6 +107,7 @@ def client_for(
         keepalive=keepalive,
         queue_type=queue_type,
         max_queued_incoming_messages=max_queued_incoming_messages,
+        **v5,
     )
 
 
@@ -134,7 +150,8 @@ def _incoming_queue(
 class MqttSource:
     """Subscribes to ``ecg/+/samples``; the topic's stream id must match the frame's (the daemon
     checks). Reports connection changes through ``on_connected(name, connected)`` and dropped
-    messages through ``on_reject(reason)``: "too_large" above ``max_payload`` bytes, "queue_full"
+    messages through ``on_reject(reason)``: "too_large" above ``max_payload`` bytes (a packet more
+    than ``PACKET_OVERHEAD_BYTES`` larger never leaves the broker: MQTT 5), "queue_full"
     when ``max_queued`` messages or ``max_queued_bytes`` (default: 64 MiB or 8 payloads) wait for
     the daemon already; those already queued are kept.
     """
@@ -207,6 +224,7 @@ class MqttSource:
                         queue_type=queue_type,
                         max_queued_incoming_messages=self.max_queued,
                         tls_context=self.tls_context,
+                        max_packet_bytes=self.max_payload + PACKET_OVERHEAD_BYTES,
                     ) as client:
                         await client.subscribe(self.topic, qos=0)
                         up_since = loop.time()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
 import zmq
 import zmq.asyncio
 
+from monitor.ratelimit import RateLimitedLog
 from monitor.transports.base import RawFrame
 from monitor.transports.curve import CurveAuth
 from protocol.alarm import Alarm
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 #: loss). With ``max_bytes`` = MAX_FRAME_BYTES (160,100 B) the worst case is 1000 x 160,100 B, about
 #: 160 MB per peer; typical 0.2 s int16 frames are ~250 B, so about 0.25 MB.
 RCVHWM: Final = 1000
+#: Parts a sample message may have: the frame, after an optional topic. ``MAXMSGSIZE`` bounds each
+#: part, not their number, so a message of more parts is read and dropped part by part (counted as
+#: ``bad_parts``), never gathered into the daemon whole.
+MAX_PARTS: Final = 2
 #: Messages the ingest loop takes before it lets other tasks run.
 DEFAULT_BATCH: Final = 256
 #: Alarm messages queued per subscriber before PUB drops (silently) for that subscriber: ~4 MB of JSON.
@@ -61,7 +66,9 @@ class ZmqSource:
     Memory is bounded per peer: ``MAXMSGSIZE`` = ``max_bytes`` makes ZeroMQ drop the connection of a
     peer that sends a larger message part (it never reaches the daemon and is not counted; a PUSH
     peer reconnects by itself), and at most ``RCVHWM`` messages wait per peer, so at most
-    RCVHWM x max_bytes (about 160 MB with the defaults) per connected peer.
+    RCVHWM x max_bytes (about 160 MB with the defaults) per connected peer, for messages of at most
+    ``MAX_PARTS`` parts. ZeroMQ has no bound on a whole message: one of more parts is held by it
+    until ``frames`` reads it part by part (no copy) and drops it, counted through ``on_reject``.
 
     Fairness: pyzmq's awaited recv completes at once while messages are queued, so a plain
     ``await recv`` loop never yields to the event loop under load and starves alarms, housekeeping
@@ -82,6 +89,7 @@ class ZmqSource:
         batch: int = DEFAULT_BATCH,
         rcvhwm: int = RCVHWM,
         curve: CurveAuth | None = None,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         if max_bytes < 1 or batch < 1 or rcvhwm < 1:
             raise ValueError(f"max_bytes, batch and rcvhwm must be >= 1, got {max_bytes}, {batch}, {rcvhwm}")
@@ -91,6 +99,8 @@ class ZmqSource:
         self.batch = batch
         self.rcvhwm = rcvhwm
         self.curve = curve
+        self._on_reject = on_reject or (lambda reason: None)
+        self._throttle = RateLimitedLog(log)
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
 
@@ -127,18 +137,33 @@ class ZmqSource:
             copy = curve is None  # Frames (copy=False) carry the sender's User-Id
             try:
                 # NOBLOCK returns an already-completed future: awaiting it never suspends.
-                parts = await sock.recv_multipart(zmq.NOBLOCK, copy=copy)
+                last = await sock.recv(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 # Nothing queued: wait for the next message without spinning.
-                parts = await sock.recv_multipart(copy=copy)
+                last = await sock.recv(copy=copy)
             taken += 1
-            last = parts[-1]
-            if isinstance(last, zmq.Frame):
-                assert curve is not None
+            parts = 1
+            while sock.get(zmq.RCVMORE):
+                # The rest of a message is queued with its first part: NOBLOCK never waits here.
+                more = await sock.recv(zmq.NOBLOCK, copy=False)  # no copy of a part to be dropped
+                parts += 1
+                if parts <= MAX_PARTS:
+                    last = more  # the frame is the last part; earlier ones (a topic) are ignored
+            if parts > MAX_PARTS:
+                self._on_reject("bad_parts")
+                self._throttle.log(
+                    logging.WARNING,
+                    "bad_parts",
+                    "ZeroMQ ingest dropped a message of %d parts (at most %d)",
+                    parts,
+                    MAX_PARTS,
+                )
+                continue
+            if isinstance(last, zmq.Frame) and curve is not None:
                 sender = str(last.get("User-Id"))
                 yield RawFrame(last.bytes, sender=sender, allowed=curve.allowed(sender))
             else:
-                yield RawFrame(bytes(last))
+                yield RawFrame(last.bytes if isinstance(last, zmq.Frame) else bytes(last))
 
 
 class ZmqAlarmSink:
