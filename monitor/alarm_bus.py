@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from monitor.metrics import Metrics
+from monitor.ratelimit import RateLimitedLog
 from monitor.transports.base import AlarmSink, StripSink
 from monitor.transports.journal import JournalSink
 from protocol.alarm import Alarm
@@ -31,6 +32,7 @@ class AlarmBus:
         self.flush_timeout_s = flush_timeout_s
         self._queues: dict[str, asyncio.Queue[Alarm | Strip]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._limited = RateLimitedLog(log)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -111,7 +113,18 @@ class AlarmBus:
                     await sink.send(item)
                 elif isinstance(sink, StripSink):
                     await sink.send_strip(item)
-            except Exception:
-                log.exception("sink %s failed to send %s", sink.name, type(item).__name__.lower())
+            except Exception as exc:  # the sink lost this one; the pump goes on with the next
+                if isinstance(item, Alarm):
+                    self.metrics.alarms_dropped.labels(sink.name).inc()
+                self._limited.log(
+                    logging.ERROR,
+                    f"send:{sink.name}",
+                    "sink %s failed to send %s (%s: %s)",
+                    sink.name,
+                    type(item).__name__.lower(),
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                )
             finally:
                 q.task_done()

@@ -60,7 +60,7 @@ class Metrics:
         )
         self.alarms_dropped = Counter(
             "ecg_alarms_dropped",
-            "Alarm messages dropped by a full sink queue, or still queued when the daemon closed",
+            "Alarm messages a sink lost: its queue full, its send failed, or still queued at close",
             ["sink"],
             registry=registry,
         )

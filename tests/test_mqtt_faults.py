@@ -228,6 +228,31 @@ async def test_full_queue_drops_oldest_and_counts(broker: Broker) -> None:
     assert [m["onset_time"] for _, m in got] == [102.0, 103.0, 104.0]
 
 
+class _GlitchySink(MqttAlarmSink):
+    """The real sink, with a bug injected: building the retained state fails ``glitches`` times."""
+
+    glitches = 2
+
+    def _state_payload(self, stream_id: str) -> bytes:
+        if self.glitches:
+            self.glitches -= 1
+            raise RuntimeError("injected bug")
+        return super()._state_payload(stream_id)
+
+
+async def test_an_unexpected_error_does_not_end_the_alarm_sink(broker: Broker) -> None:
+    """Only MqttError was caught: anything else ended the sink's one task, and alarms then only
+    queued, unsent, with nobody told. Now it is logged as an error and the sink goes on."""
+    sink = _GlitchySink(parse_url(broker.url))
+    async with asyncio.timeout(20), subscriber(broker.port) as got, sink:
+        assert await wait_for(lambda: sink.is_connected, 5.0)
+        await sink.send(make_alarm("bed-1", 1))
+        await sink.send(make_alarm("bed-2", 2))
+        assert await wait_for(lambda: len(got) >= 2, 10.0), got
+        assert sink.glitches == 0
+    assert sorted(m["stream_id"] for _, m in got) == ["bed-1", "bed-2"]
+
+
 async def test_close_drains_while_connected(broker: Broker) -> None:
     sink = MqttAlarmSink(parse_url(broker.url))
     async with asyncio.timeout(20), subscriber(broker.port) as got:

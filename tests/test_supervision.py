@@ -140,3 +140,26 @@ async def test_alarms_left_queued_at_close_are_counted_as_dropped(caplog: pytest
     assert slow.sent == []
     assert registry.get_sample_value("ecg_alarms_dropped_total", {"sink": "slow"}) == 4
     assert "4 queued alarms not sent by close" in caplog.text
+
+
+class _FailingSink(_SlowSink):
+    """A sink whose every other send fails (a closed socket, a bug)."""
+
+    name = "failing"
+
+    async def send(self, alarm: Alarm) -> None:
+        if alarm.stream_id.endswith(("0", "2", "4")):
+            raise OSError("socket closed")
+        self.sent.append(alarm)
+
+
+async def test_a_failed_send_is_counted_and_the_sink_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    sink = _FailingSink()
+    async with AlarmBus([sink], Metrics(registry)) as bus:
+        for i in range(5):
+            bus.publish(Alarm(f"bed-{i}", "VTACH", "onset", "high", 0.9, 1.0, 2.0, 3.0, "ml", "m", "VT"))
+    assert [a.stream_id for a in sink.sent] == ["bed-1", "bed-3"]
+    assert registry.get_sample_value("ecg_alarms_dropped_total", {"sink": "failing"}) == 3
+    failures = [r for r in caplog.records if "failed to send" in r.getMessage()]
+    assert len(failures) == 1  # three failures, one line: at most one per 10 s per sink

@@ -83,17 +83,19 @@ class MqttTelemetrySink:
                             await self._nonempty.wait()
                         topic, payload = self._queue.popleft()
                         await client.publish(topic, payload, qos=0)
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:  # never let the feed's only task end: retry, loudly if unexpected
                 self._connected = False
                 self._queue.clear()  # stale by the time the broker is back
                 delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
+                expected = isinstance(exc, aiomqtt.MqttError)
                 self._throttle.log(
-                    logging.WARNING,
-                    "lost",
+                    logging.WARNING if expected else logging.ERROR,
+                    "lost" if expected else "failed",
                     "MQTT telemetry %s: %s; retrying in %.2fs",
                     self.endpoint,
-                    explain(exc),
+                    explain(exc) if expected else f"unexpected {type(exc).__name__}: {exc}",
                     delay,
+                    exc_info=not expected,
                 )
                 await asyncio.sleep(delay)
             finally:

@@ -479,18 +479,23 @@ class MqttAlarmSink:
                         up_since = loop.time()
                         self._set_connected(True)
                         await self._session(client)
-                except aiomqtt.MqttError as exc:
+                except Exception as exc:
+                    # Anything, not only MqttError: this task is the sink, and if it ended, alarms
+                    # would only queue here, unsent, with nobody told. A message that keeps failing
+                    # is charged like one lost with its connection and dead-lettered at the limit.
                     self._set_connected(False)
                     self._charge_inflight()
                     delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
+                    expected = isinstance(exc, aiomqtt.MqttError)
                     self._throttle.log(
-                        logging.WARNING,
-                        "lost",
+                        logging.WARNING if expected else logging.ERROR,
+                        "lost" if expected else "failed",
                         "MQTT alarm sink %s: %s; %d queued; retrying in %.2fs",
                         self.endpoint,
-                        explain(exc),
+                        explain(exc) if expected else f"unexpected {type(exc).__name__}: {exc}",
                         len(self._queue),
                         delay,
+                        exc_info=not expected,
                     )
                     await asyncio.sleep(delay)
         finally:
