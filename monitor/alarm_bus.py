@@ -33,6 +33,7 @@ class AlarmBus:
         self._queues: dict[str, asyncio.Queue[Alarm | Strip]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._limited = RateLimitedLog(log)
+        self._sending: dict[str, Alarm | Strip] = {}  # per sink, the item its send is working on
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -65,7 +66,8 @@ class AlarmBus:
         """At close, alarms still queued (a sink slower than the flush timeout) are lost to that
         sink: count them as dropped and say so, rather than cancel them unseen."""
         for name, q in self._queues.items():
-            unsent: list[Alarm] = []
+            cut = self._sending.pop(name, None)  # its send was cancelled: not known to have gone
+            unsent: list[Alarm] = [cut] if isinstance(cut, Alarm) else []
             while not q.empty():
                 item = q.get_nowait()
                 q.task_done()
@@ -74,7 +76,7 @@ class AlarmBus:
             if unsent:
                 self.metrics.alarms_dropped.labels(name).inc(len(unsent))
                 log.error(
-                    "sink %s: %d queued alarms not sent by close; dropped (first: %s %s %s)",
+                    "sink %s: %d alarms not sent by close (queued or being sent); dropped (first: %s %s %s)",
                     name,
                     len(unsent),
                     unsent[0].stream_id,
@@ -102,12 +104,19 @@ class AlarmBus:
             q.task_done()
             if isinstance(dropped, Alarm):
                 self.metrics.alarms_dropped.labels(sink.name).inc()
-            log.warning("alarm queue of %s full; dropped the oldest %s", sink.name, type(dropped).__name__.lower())
+            self._limited.log(
+                logging.WARNING,
+                f"full:{sink.name}",
+                "alarm queue of %s full; dropped the oldest %s",
+                sink.name,
+                type(dropped).__name__.lower(),
+            )
         q.put_nowait(item)
 
     async def _pump(self, sink: AlarmSink, q: asyncio.Queue[Alarm | Strip]) -> None:
         while True:
             item = await q.get()
+            self._sending[sink.name] = item
             try:
                 if isinstance(item, Alarm):
                     await sink.send(item)
@@ -128,3 +137,4 @@ class AlarmBus:
                 )
             finally:
                 q.task_done()
+            self._sending.pop(sink.name, None)  # not reached when cancelled mid-send: counted at close

@@ -158,15 +158,18 @@ async def messages_from(
                     await watch.wait_ok(handshake_timeout)
             if ready is not None:
                 ready.set()
+            next_check = time.monotonic() + 0.5
             while True:
                 events = dict(await poller.poll(500))
-                if not events:
+                if not events or time.monotonic() >= next_check:
+                    # Every 0.5 s even while busy: one connection may be refused while the other
+                    # keeps delivering.
+                    next_check = time.monotonic() + 0.5
                     for watch in watches:
                         await watch.drain()
                         err = watch.error(handshake_timeout)
                         if err is not None:
                             raise err
-                    continue
                 for sock in socks:  # alarms and strips first
                     if sock not in events:
                         continue

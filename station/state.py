@@ -45,6 +45,8 @@ class BedView:
     confidence: float = 0.0
     quality: tuple[str, str] = ("-", "-")
     alarms: dict[str, str] = field(default_factory=dict)  # active event -> priority
+    #: Stream time of the last alarm message applied: telemetry built before it is older news.
+    alarm_t: float = -math.inf
     chunks: deque[Chunk] = field(default_factory=lambda: deque(maxlen=WAVE_CHUNKS))
     seq: int = 0
 
@@ -104,7 +106,10 @@ class StationState:
         self.counts["telemetry"] += 1
         bed = self._bed(t.stream_id, source, now)
         bed.heart_rate, bed.rhythm, bed.confidence, bed.quality = t.heart_rate, t.rhythm, t.confidence, t.quality
-        bed.alarms = {e: p for e, p in t.alarms.items() if p in RANK}
+        if t.t_end >= bed.alarm_t:
+            # Telemetry and alarms come over separate connections (subscribe.messages_from), so an
+            # alarm can overtake telemetry sent before it: never let that undo the alarm's change.
+            bed.alarms = {e: p for e, p in t.alarms.items() if p in RANK}
         if t.leads:
             bed.seq += 1
             bed.chunks.append(Chunk(bed.seq, t.t_end, t.fs, _shown_lead(t)))
@@ -112,6 +117,7 @@ class StationState:
     def _alarm(self, a: Alarm, source: str, now: float) -> None:
         self.counts["alarm"] += 1
         bed = self._bed(a.stream_id, source, now)
+        bed.alarm_t = a.detected_time  # not a max: after a clock step back, alarm times follow the new clock
         if a.state == AlarmState.RESOLVED.value:
             bed.alarms.pop(a.event, None)
         elif a.event in PRIORITY:

@@ -440,3 +440,71 @@ async def test_a_storm_of_onsets_rewrites_the_state_once_per_interval(tmp_path: 
     assert len(json.loads(state_path(path).read_text())["active"]) == 199  # the interval passed
     await crashed.__aexit__(None, None, None)
     assert len(json.loads(state_path(path).read_text())["active"]) == 199
+
+
+async def _crash(sink: JournalSink) -> None:
+    """The process dies: no close, no more maintenance ticks."""
+    assert sink._maintainer is not None
+    sink._maintainer.cancel()
+    await asyncio.gather(sink._maintainer, return_exceptions=True)
+    sink._close_fd()
+
+
+@bounded()
+async def test_a_resolve_survives_a_crash_after_rotation_without_backups(tmp_path: Path) -> None:
+    """With backups=0 rotation deletes the journal, and the lines a debounced state save had not
+    covered went with it: the resolved alarm came back after a crash."""
+    path = tmp_path / "alarms.jsonl"
+    now = [0.0]
+    sink = JournalSink(path, max_bytes=1024, backups=0, clock=lambda: now[0])
+    await sink.__aenter__()
+    await sink.send(mk("bed-a", "VTACH", "onset"))
+    now[0] = 0.2
+    await sink.send(mk("bed-a", "VTACH", "resolved", t=1010.0))  # within the interval: not saved yet
+    for i in range(8):  # another bed's lines until the journal rotates
+        await sink.send(mk("bed-b", "NO_SIGNAL", "ongoing" if i else "onset", t=1020.0 + i))
+    await _crash(sink)
+    assert [(a.stream_id, a.event) for a in load_state(path)] == [("bed-b", "NO_SIGNAL")]
+
+
+@needs_dev_full
+@bounded()
+async def test_a_resolve_survives_a_crash_after_the_disk_came_back(tmp_path: Path) -> None:
+    """A state saved while the journal could not be written names no place in it, so nothing
+    after it is replayed: the next change must be saved at once, not debounced."""
+    path = tmp_path / "alarms.jsonl"
+    now = [0.0]
+    opener = Opener()
+    sink = JournalSink(path, clock=lambda: now[0], opener=opener, fsync_interval_s=1.0)
+    await sink.__aenter__()
+    await sink.send(mk("bed-a", "VTACH", "onset"))
+    opener.full = True
+    await sink.reopen()  # the disk fills
+    now[0] = 0.1
+    await sink.send(mk("bed-b", "PAUSE", "onset"))  # held in the backlog
+    now[0] = 1.2
+    await sink.send(mk("bed-b", "PAUSE", "ongoing", t=1004.0))  # still full; the state is saved without a place
+    opener.full = False
+    now[0] = 1.5
+    await sink.send(mk("bed-a", "VTACH", "resolved", t=1010.0))  # the disk takes it
+    await _crash(sink)
+    assert [(a.stream_id, a.event) for a in load_state(path)] == [("bed-b", "PAUSE")]
+
+
+@bounded()
+async def test_a_resolve_survives_a_crash_on_a_journal_that_is_no_file(tmp_path: Path) -> None:
+    """A FIFO (a log shipper reading it) has no place to replay from: every change is saved."""
+    path = tmp_path / "alarms.jsonl"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        now = [0.0]
+        sink = JournalSink(path, clock=lambda: now[0])
+        await sink.__aenter__()
+        await sink.send(mk("bed-a", "VTACH", "onset"))
+        now[0] = 0.3
+        await sink.send(mk("bed-a", "VTACH", "resolved", t=1010.0))
+        await _crash(sink)
+    finally:
+        os.close(reader)
+    assert load_state(path) == []

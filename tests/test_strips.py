@@ -212,3 +212,25 @@ async def test_subscriber_saves_each_strip_as_png_and_the_strip_command_renders_
     with pytest.raises(SystemExit) as exc:
         main(["strip", str(bad)])
     assert exc.value.code == 2
+
+
+def test_the_station_keeps_an_alarm_change_that_overtook_older_telemetry() -> None:
+    """Telemetry has a connection of its own, so a RESOLVED can arrive before telemetry sent
+    earlier that still lists the alarm: the tile must not show the alarm again."""
+    from station.state import StationState
+
+    st = StationState()
+    leads = (np.zeros(8, np.float32), np.zeros(8, np.float32))
+
+    def tele(t_end: float, alarms: dict[str, str]) -> Telemetry:
+        return Telemetry("bed-1", t_end, 128.0, leads, 70.0, "VTACH", 0.9, ("ok", "ok"), alarms)
+
+    def alarm(state: str, t: float) -> Alarm:
+        return Alarm("bed-1", "VTACH", state, "high", 0.9, 100.0, t, 1.7e9, "ml", "m", "VT")
+
+    st.on_message(alarm("onset", 103.0), "d", 0.0)
+    st.on_message(alarm("resolved", 120.0), "d", 1.0)
+    st.on_message(tele(119.5, {"VTACH": "high"}), "d", 1.1)  # sent before the resolve
+    assert st.beds["bed-1"].alarms == {}
+    st.on_message(tele(121.0, {"AF": "medium"}), "d", 2.0)  # newer telemetry still rules
+    assert st.beds["bed-1"].alarms == {"AF": "medium"}

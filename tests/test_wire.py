@@ -483,3 +483,38 @@ async def test_a_stalled_reader_loses_telemetry_not_the_alarm_behind_it() -> Non
             await reader.aclose()
     finally:
         ctx.term()
+
+
+async def test_a_message_of_very_many_parts_lets_the_loop_run_while_it_is_dropped() -> None:
+    """One message of 100,000 empty parts: the source reads and drops it, yielding to the event
+    loop as it goes (alarms, the per-frame pause check and the watchdog share that loop)."""
+    ctx = zmq.asyncio.Context()
+    url = f"tcp://127.0.0.1:{free_port()}"
+    rejects: list[str] = []
+    try:
+        async with ZmqSource(parse_url(url), ctx, on_reject=rejects.append) as src:
+            push = ctx.socket(zmq.PUSH)
+            push.connect(url)
+            await push.send_multipart([b""] * 100_000 + [b"x"])
+            await push.send(b"marker")
+            await asyncio.sleep(0.3)  # all of it queued at the source
+            ticks = 0
+            reading = True
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while reading:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            tk = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            before = ticks
+            frame = await asyncio.wait_for(src.frames().__anext__(), 30.0)
+            reading = False
+            await tk
+            push.close(0)
+        assert frame.payload == b"marker" and rejects == ["bad_parts"]
+        assert ticks - before >= 100  # the loop ran all along (with one batch per 256 parts: ~390)
+    finally:
+        ctx.term()

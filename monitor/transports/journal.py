@@ -112,6 +112,7 @@ class JournalSink:
         self._dirty = False
         self._last_sync = -math.inf
         self._last_state_save = -math.inf
+        self._saved_pos: tuple[int, int] | None = None  # the journal place the state file names
         self._active = ActiveAlarms()
         self._state_dirty = False
         self._lock = asyncio.Lock()
@@ -195,8 +196,11 @@ class JournalSink:
         """Close and reopen the journal path, e.g. after an outside tool moved the file away."""
         async with self._lock:
             await self._sync_if_dirty()
+            if self._state_dirty:
+                await self._save_state()  # the file may be moved out of the journal's backups
             self._close_fd()
-            self._try_open()
+            if self._try_open():
+                await self._save_state()
 
     # -- sending ------------------------------------------------------------------------
 
@@ -221,8 +225,11 @@ class JournalSink:
             # The state file is rewritten whole and fsynced (milliseconds, growing with the active
             # set), so at most once per fsync interval: a storm of onsets (a broker outage sends a
             # ward to NO_SIGNAL at once) would otherwise hold the journal to tens of lines a second.
-            # Nothing is lost meanwhile: ``load_state`` replays the lines written after the state.
-            if self._state_dirty and self._clock() - self._last_state_save >= self.fsync_interval_s:
+            # Nothing is lost meanwhile: ``load_state`` replays the lines written after the state,
+            # when the state says where they start (``_replayable``); otherwise it is saved at once.
+            if self._state_dirty and (
+                not self._replayable() or self._clock() - self._last_state_save >= self.fsync_interval_s
+            ):
                 await self._save_state()
             if self._dirty and self._clock() - self._last_sync >= self.fsync_interval_s:
                 await self._sync()
@@ -351,6 +358,8 @@ class JournalSink:
     async def _rotate(self) -> None:
         """alarms.jsonl -> .1 -> ... -> .N (the oldest falls off), then a fresh file."""
         await self._sync_if_dirty()
+        if self._state_dirty:
+            await self._save_state()  # up to the end of this file: with no backups it is deleted
         self._close_fd()
         try:
             if self.backups == 0:
@@ -367,7 +376,8 @@ class JournalSink:
                 logging.ERROR, "rotate", "journal %s: rotation failed (%s); writing on", self.path, e.strerror or e
             )
             self._rotate_after = self._clock() + ROTATE_RETRY_S  # not again on every line
-        self._try_open()
+        if self._try_open():
+            await self._save_state()  # name the new file: its inode may be the deleted one's
 
     def _backup(self, i: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{i}")
@@ -404,12 +414,21 @@ class JournalSink:
         pos = (self._ino, self._size - self._mid_line) if self._regular and self._fd is not None else None
         return self.state_file, self._active.alarms(), pos
 
+    def _replayable(self) -> bool:
+        """Whether the lines written since the last state save can be replayed from the journal on
+        a restart: the save named its place in a regular file that is still the one written to."""
+        return (
+            self._regular and self._fd is not None and self._saved_pos is not None and self._saved_pos[0] == self._ino
+        )
+
     async def _save_state(self) -> None:
         self._last_state_save = self._clock()
         path, alarms, pos = self._state_args()
+        self._saved_pos = None  # until this save is known to have landed
         try:
             await self._in_thread(partial(save_state, path, alarms, journal_pos=pos))
             self._state_dirty = False
+            self._saved_pos = pos
         except OSError as e:
             self._state_dirty = True
             self._on_error("state")
