@@ -22,7 +22,7 @@ from classifier.atrial import atrial_features
 from classifier.constants import CLASSES, EVENT_PRIORITY, MIN_WINDOW_S, MODEL_FS, SEGMENT_LEN, SEGMENT_S, EventType
 from classifier.decision import decide
 from classifier.lead_check import contradicts_vt
-from classifier.preprocess import fit_length, lead_is_flat, normalize_batch, segment_starts, to_model_rate
+from classifier.preprocess import check_leads, fit_length, lead_is_flat, normalize_batch, segment_starts, to_model_rate
 from classifier.qrs import detect_qrs
 from classifier.result import Classification
 from classifier.rules import RuleBasedClassifier, RuleThresholds
@@ -262,7 +262,7 @@ class MLECGClassifier:
     def _prepare(
         self, ch1: NDArray[np.floating], ch2: NDArray[np.floating] | None, fs: float, hint: int | None
     ) -> dict[str, Any]:
-        n_in = np.asarray(ch1).size
+        n_in = check_leads(ch1, ch2, fs)[0].size  # clear errors before any length arithmetic
         if n_in < MIN_WINDOW_S * fs - 1:
             raise ValueError(f"window of {n_in / fs:.1f} s is shorter than the {MIN_WINDOW_S:.0f} s minimum")
         sig, usable = to_model_rate(ch1, ch2, fs)

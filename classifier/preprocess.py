@@ -12,12 +12,35 @@ from classifier.constants import MODEL_FS, SEGMENT_LEN
 from classifier.dsp import bandpass, fill_nan, resample
 from classifier.pacer import reject_pulses
 from classifier.qrs import detect_from_energy, qrs_energy
+from protocol.wire import MAX_FS, MIN_FS
 
 #: Model input channels: two leads plus the R-R rhythm channel.
 INPUT_CHANNELS = 3
 
 #: A lead whose 1-99 percentile range is below this (mV) is treated as flat / lead off.
 FLAT_MV = 0.05
+
+
+def check_leads(
+    ch1: NDArray[np.floating], ch2: NDArray[np.floating] | None, fs: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """The leads as 1-D float arrays, or ValueError saying what is wrong: a rate no ECG device
+    uses (outside the wire format's 50-2000 Hz: 1 Hz read 10 s as 41 min and called a PAUSE),
+    two leads passed as one (a (2, n) array would be read end to end as one lead), or leads of
+    different lengths."""
+    if not np.isfinite(fs) or not MIN_FS <= fs <= MAX_FS:
+        raise ValueError(f"sampling rate must be {MIN_FS:.0f}-{MAX_FS:.0f} Hz, got {fs!r}")
+    out: list[NDArray[np.float64]] = []
+    for name, ch in (("ch1", ch1), ("ch2", ch2)):
+        if ch is None:
+            continue
+        x = np.asarray(ch, dtype=np.float64)
+        if sum(d > 1 for d in x.shape) > 1:
+            raise ValueError(f"{name} must be one lead (1-D), got shape {x.shape}: pass the second lead as ch2")
+        out.append(x.ravel())
+    if len(out) == 2 and out[1].size != out[0].size:
+        raise ValueError(f"leads differ in length: {out[0].size} vs {out[1].size} samples")
+    return out[0], (out[1] if len(out) == 2 else None)
 
 
 def to_model_rate(
@@ -27,15 +50,8 @@ def to_model_rate(
 
     A missing ``ch2`` becomes a zero lead marked unusable.
     """
-    if fs <= 0 or not np.isfinite(fs):
-        raise ValueError(f"sampling rate must be a positive number of Hz, got {fs!r}")
-    a = np.asarray(ch1, dtype=np.float64).ravel()
-    leads = [a]
-    if ch2 is not None:
-        b = np.asarray(ch2, dtype=np.float64).ravel()
-        if b.size != a.size:
-            raise ValueError(f"leads differ in length: {a.size} vs {b.size} samples")
-        leads.append(b)
+    a, b = check_leads(ch1, ch2, fs)
+    leads = [a] if b is None else [a, b]
     usable = []
     filled = []
     for lead in leads:

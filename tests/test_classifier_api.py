@@ -56,6 +56,23 @@ def test_robust_inputs(clf: MLECGClassifier) -> None:
         clf.classify(x[0, :1000], x[1, :1000], FS)
 
 
+def test_inputs_no_ecg_device_sends_are_refused_clearly(clf: MLECGClassifier) -> None:
+    """A (2, n) array as one lead was read end to end as one 2n-sample lead; 1 Hz read 20 s of
+    ECG as 83 minutes and called a PAUSE. Both classifiers say what is wrong instead."""
+    from classifier import RuleBasedClassifier
+
+    x = _signal(20)
+    for c in (clf, RuleBasedClassifier()):
+        with pytest.raises(ValueError, match=r"one lead \(1-D\), got shape \(2, 5000\)"):
+            c.classify_and_detect(x, fs=FS)
+        for fs in (1.0, 10_000.0, float("nan"), 0.0):
+            with pytest.raises(ValueError, match="sampling rate must be 50-2000 Hz"):
+                c.classify_and_detect(x[0], x[1], fs=fs)
+        with pytest.raises(ValueError, match="leads differ in length"):
+            c.classify_and_detect(x[0], x[1, :-1], fs=FS)
+        assert c.classify_and_detect(x[0][None, :], x[1][:, None], fs=FS)[0]  # (1, n) and (n, 1) are one lead
+
+
 def test_event_index_counts_input_samples(clf: MLECGClassifier) -> None:
     x = _signal(60, [Episode("PAUSE", 40.0, 45.0)], fs=360.0)
     c = clf.classify(x[0], x[1], 360.0)
