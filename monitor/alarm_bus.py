@@ -102,16 +102,26 @@ class AlarmBus:
         if q.full():
             dropped = q.get_nowait()
             q.task_done()
-            if isinstance(dropped, Alarm):
-                self.metrics.alarms_dropped.labels(sink.name).inc()
-            self._limited.log(
-                logging.WARNING,
-                f"full:{sink.name}",
-                "alarm queue of %s full; dropped the oldest %s",
-                sink.name,
-                type(dropped).__name__.lower(),
-            )
+            self._lost(sink, dropped, logging.WARNING, "full", "alarm queue of %s full; dropped the oldest %s")
         q.put_nowait(item)
+
+    def _lost(
+        self,
+        sink: AlarmSink,
+        item: Alarm | Strip,
+        level: int,
+        why: str,
+        msg: str,
+        *args: object,
+        exc_info: bool = False,
+    ) -> None:
+        """An item ``sink`` will never get: an alarm is counted; either is logged, at most once per
+        10 s per sink and ``why``. ``msg`` takes the sink's name and the item's kind, then ``args``."""
+        if isinstance(item, Alarm):
+            self.metrics.alarms_dropped.labels(sink.name).inc()
+        self._limited.log(
+            level, f"{why}:{sink.name}", msg, sink.name, type(item).__name__.lower(), *args, exc_info=exc_info
+        )
 
     async def _pump(self, sink: AlarmSink, q: asyncio.Queue[Alarm | Strip]) -> None:
         while True:
@@ -123,14 +133,12 @@ class AlarmBus:
                 elif isinstance(sink, StripSink):
                     await sink.send_strip(item)
             except Exception as exc:  # the sink lost this one; the pump goes on with the next
-                if isinstance(item, Alarm):
-                    self.metrics.alarms_dropped.labels(sink.name).inc()
-                self._limited.log(
+                self._lost(
+                    sink,
+                    item,
                     logging.ERROR,
-                    f"send:{sink.name}",
+                    "send",
                     "sink %s failed to send %s (%s: %s)",
-                    sink.name,
-                    type(item).__name__.lower(),
                     type(exc).__name__,
                     exc,
                     exc_info=True,

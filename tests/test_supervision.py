@@ -164,3 +164,15 @@ async def test_a_failed_send_is_counted_and_the_sink_goes_on(caplog: pytest.LogC
     assert registry.get_sample_value("ecg_alarms_dropped_total", {"sink": "failing"}) == 3
     failures = [r for r in caplog.records if "failed to send" in r.getMessage()]
     assert len(failures) == 1  # three failures, one line: at most one per 10 s per sink
+
+
+async def test_a_full_sink_queue_drops_the_oldest_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    slow = _SlowSink()
+    async with AlarmBus([slow], Metrics(registry), queue_size=2, flush_timeout_s=0.2) as bus:
+        for i in range(5):  # before the pump runs: the queue holds 2, so 3 oldest are pushed out
+            bus.publish(Alarm(f"bed-{i}", "VTACH", "onset", "high", 0.9, 1.0, 2.0, 3.0, "ml", "m", "VT"))
+        assert registry.get_sample_value("ecg_alarms_dropped_total", {"sink": "slow"}) == 3
+    # the two left (one being sent, one queued) are cut off at close
+    assert registry.get_sample_value("ecg_alarms_dropped_total", {"sink": "slow"}) == 5
+    assert len([r for r in caplog.records if "full; dropped the oldest alarm" in r.getMessage()]) == 1
