@@ -67,15 +67,20 @@ async def test_classifier_failure_falls_back_to_rules_and_is_counted() -> None:
         assert h.monitor._worker_task is not None and not h.monitor._worker_task.done()
 
 
-async def test_hung_classifier_takes_the_daemon_down() -> None:
-    clf = HungClassifier()
-    cfg = MonitorConfig(
+def _loopback_config(**kw: object) -> MonitorConfig:
+    """A daemon on free loopback ports with no console or metrics port, for a test to own."""
+    return MonitorConfig(
         ingest=(f"tcp://127.0.0.1:{free_port()}",),
         alarms=(f"tcp://127.0.0.1:{free_port()}",),
         metrics_port=0,
         console=False,
-        worker_stall_s=5.0,
+        **kw,  # type: ignore[arg-type]
     )
+
+
+async def test_hung_classifier_takes_the_daemon_down() -> None:
+    clf = HungClassifier()
+    cfg = _loopback_config(worker_stall_s=5.0)
     t = time.monotonic()
     try:
         with pytest.raises(ExceptionGroup) as info:
@@ -92,13 +97,7 @@ async def test_a_lane_cancelled_from_under_the_daemon_takes_it_down() -> None:
     """A task that ends by cancellation is no failure to a TaskGroup, so the daemon lived on,
     taking frames and judging none (a batch cancelled with a failed analysis-process restart
     did that). Housekeeping notices any such task and ends the daemon loudly."""
-    cfg = MonitorConfig(
-        ingest=(f"tcp://127.0.0.1:{free_port()}",),
-        alarms=(f"tcp://127.0.0.1:{free_port()}",),
-        metrics_port=0,
-        console=False,
-        inference_process=False,
-    )
+    cfg = _loopback_config(inference_process=False)
     t = time.monotonic()
     with pytest.raises(ExceptionGroup) as info:
         async with Monitor(cfg, registry=CollectorRegistry(), classifier=RuleBasedClassifier()) as mon:
