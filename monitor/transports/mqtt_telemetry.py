@@ -14,12 +14,9 @@ from collections import deque
 from types import TracebackType
 from typing import Self
 
-import aiomqtt
-
 from monitor.ratelimit import RateLimitedLog
 from monitor.transports.backoff import Backoff
-from monitor.transports.mqtt_transport import LOG_EVERY_S, OPERATION_TIMEOUT_S, client_for
-from monitor.transports.tls import explain
+from monitor.transports.mqtt_transport import LOG_EVERY_S, OPERATION_TIMEOUT_S, client_for, session_failure
 from protocol.strip import Telemetry
 from protocol.topics import telemetry_topic
 from protocol.urls import Endpoint
@@ -87,15 +84,9 @@ class MqttTelemetrySink:
                 self._connected = False
                 self._queue.clear()  # stale by the time the broker is back
                 delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
-                expected = isinstance(exc, aiomqtt.MqttError)
+                level, key, why, trace = session_failure(exc)
                 self._throttle.log(
-                    logging.WARNING if expected else logging.ERROR,
-                    "lost" if expected else "failed",
-                    "MQTT telemetry %s: %s; retrying in %.2fs",
-                    self.endpoint,
-                    explain(exc) if expected else f"unexpected {type(exc).__name__}: {exc}",
-                    delay,
-                    exc_info=not expected,
+                    level, key, "MQTT telemetry %s: %s; retrying in %.2fs", self.endpoint, why, delay, exc_info=trace
                 )
                 await asyncio.sleep(delay)
             finally:

@@ -111,6 +111,15 @@ def client_for(
     )
 
 
+def session_failure(exc: Exception) -> tuple[int, str, str, bool]:
+    """How a sink's session loop logs ``exc``: (level, rate-limit key, why, with traceback). A lost
+    connection (``MqttError``) is routine; anything else is a bug to show loudly, though the loop
+    still retries rather than let the sink's one task end."""
+    if isinstance(exc, aiomqtt.MqttError):
+        return logging.WARNING, "lost", explain(exc), False
+    return logging.ERROR, "failed", f"unexpected {type(exc).__name__}: {exc}", True
+
+
 def _payload_len(payload: object) -> int:
     if isinstance(payload, (bytes, bytearray)):
         return len(payload)
@@ -486,16 +495,16 @@ class MqttAlarmSink:
                     self._set_connected(False)
                     self._charge_inflight()
                     delay = self._backoff.after(None if up_since is None else loop.time() - up_since)
-                    expected = isinstance(exc, aiomqtt.MqttError)
+                    level, key, why, trace = session_failure(exc)
                     self._throttle.log(
-                        logging.WARNING if expected else logging.ERROR,
-                        "lost" if expected else "failed",
+                        level,
+                        key,
                         "MQTT alarm sink %s: %s; %d queued; retrying in %.2fs",
                         self.endpoint,
-                        explain(exc) if expected else f"unexpected {type(exc).__name__}: {exc}",
+                        why,
                         len(self._queue),
                         delay,
-                        exc_info=not expected,
+                        exc_info=trace,
                     )
                     await asyncio.sleep(delay)
         finally:
