@@ -17,6 +17,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
@@ -24,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocol.alarm import Alarm
+from protocol.wire import is_valid_stream_id
 
 SCHEMA: Final = 1
 #: int16 count that means "no sample here" (gap, lead absent).
@@ -55,6 +59,29 @@ def decode_lead(text: str, gain: float = GAIN) -> NDArray[np.float32]:
     out = counts.astype(np.float32) / np.float32(gain)
     out[counts == NO_DATA] = np.nan
     return out
+
+
+#: What ``strip_id_for`` makes: also the strip's file name, so nothing else is accepted.
+STRIP_ID_RE: Final = re.compile(r"[A-Za-z0-9_:-]{1,64}\.[A-Z_]{1,16}\.-?[0-9]{1,20}")
+
+
+def _object(text: str | bytes) -> dict[str, Any]:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+@contextmanager
+def _malformed(kind: str) -> Iterator[None]:
+    """Any failure while reading a message (deep nesting, a list where a number belongs, a huge
+    integer) becomes the ValueError that readers catch."""
+    try:
+        yield
+    except ValueError:
+        raise
+    except (AttributeError, IndexError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"malformed {kind}: {type(exc).__name__}: {str(exc)[:120]}") from None
 
 
 def strip_id_for(alarm: Alarm) -> str:
@@ -130,7 +157,16 @@ class Strip:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Strip:
-        data: dict[str, Any] = json.loads(text)
+        """The strip, or ValueError for anything malformed (never another exception: a hostile
+        message must not end the subscriber or the station that reads it)."""
+        with _malformed("strip"):
+            strip = cls._parse(_object(text))
+        if not STRIP_ID_RE.fullmatch(strip.strip_id):
+            raise ValueError(f"strip id {strip.strip_id[:80]!r} is not <stream>.<EVENT>.<ms>")
+        return strip
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> Strip:
         _check_schema(data, "strip")
         _finite(data, "fs", "gain", "t0")
         fs, gain = float(data["fs"]), float(data["gain"])
@@ -189,7 +225,18 @@ class Telemetry:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Telemetry:
-        data: dict[str, Any] = json.loads(text)
+        """The telemetry, or ValueError for anything malformed; every number finite, so one bed's
+        bad message cannot break a page that shows all beds."""
+        with _malformed("telemetry"):
+            t = cls._parse(_object(text))
+        if not is_valid_stream_id(t.stream_id):
+            raise ValueError(f"telemetry stream id {t.stream_id[:80]!r} is not valid")
+        if not (math.isfinite(t.confidence) and (math.isnan(t.heart_rate) or math.isfinite(t.heart_rate))):
+            raise ValueError("telemetry confidence or heart rate not finite")
+        return t
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> Telemetry:
         _check_schema(data, "telemetry")
         _finite(data, "fs", "gain", "t_end")
         fs, gain = float(data["fs"]), float(data["gain"])

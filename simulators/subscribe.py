@@ -19,6 +19,7 @@ import aiomqtt
 import zmq
 import zmq.asyncio
 from rich.console import Console
+from rich.markup import escape
 
 from monitor.transports.backoff import Backoff
 from monitor.transports.curve import HANDSHAKE_TIMEOUT_S, ClientKeys, HandshakeWatch
@@ -69,6 +70,11 @@ KINDS: Final[dict[str, tuple[bytes, str, int, Callable[[bytes], Message]]]] = {
     "strip": (ZMQ_STRIP_PREFIX, STRIPS_SUBSCRIPTION, 1, Strip.from_json),
     "telemetry": (ZMQ_TELEMETRY_PREFIX, TELEMETRY_SUBSCRIPTION, 0, Telemetry.from_json),
 }
+
+
+def _why(exc: BaseException) -> str:
+    """A log-safe reason: the type, and at most 200 characters of what the message said."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _parser_for_zmq(topic: bytes, kinds: Collection[str]) -> Callable[[bytes], Message] | None:
@@ -178,9 +184,11 @@ async def messages_from(
                     if parse is None:
                         continue
                     try:
-                        yield parse(parts[-1])
-                    except (ValueError, TypeError, KeyError) as exc:
-                        log.warning("ignored a malformed message on %r: %s", parts[0][:80], exc)
+                        message = parse(parts[-1])
+                    except Exception as exc:  # one hostile message must not end the reader
+                        log.warning("ignored a malformed message on %r: %s", parts[0][:80], _why(exc))
+                        continue
+                    yield message
         finally:
             for watch in watches:
                 watch.close()
@@ -209,9 +217,11 @@ async def messages_from(
                     if parse is None:
                         continue
                     try:
-                        yield parse(bytes(payload))
-                    except (ValueError, TypeError, KeyError) as exc:
-                        log.warning("ignored a malformed message on %s: %s", msg.topic.value[:80], exc)
+                        message = parse(bytes(payload))
+                    except Exception as exc:  # one hostile message must not end the reader
+                        log.warning("ignored a malformed message on %s: %s", msg.topic.value[:80], _why(exc))
+                        continue
+                    yield message
         except aiomqtt.MqttError as exc:
             delay = backoff.after(None if up_since is None else loop.time() - up_since)
             why = explain(exc)
@@ -241,8 +251,9 @@ def printer(opts: SubscribeOptions) -> Callable[[Alarm], None]:
     def out_rich(a: Alarm) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(a.published_at))
         console.print(
-            f"{when} [bold]{a.stream_id:<10}[/] {a.event:<9} {a.state:<8} {a.priority:<6} "
-            f"conf {a.confidence:.2f} {a.source:<5} {a.explanation}",
+            # Every field escaped: alarm text is the sender's, never console markup.
+            f"{when} [bold]{escape(f'{a.stream_id:<10}')}[/] {escape(f'{a.event:<9} {a.state:<8} {a.priority:<6}')} "
+            f"conf {a.confidence:.2f} {escape(f'{a.source:<5}')} {escape(a.explanation)}",
             style=STYLE.get(a.priority),
             highlight=False,
             soft_wrap=True,

@@ -115,6 +115,10 @@ class StationState:
             bed.chunks.append(Chunk(bed.seq, t.t_end, t.fs, _shown_lead(t)))
 
     def _alarm(self, a: Alarm, source: str, now: float) -> None:
+        # A NaN or infinite number cannot be sent to the page (strict JSON): one such alarm in the
+        # list would blank every bed's view. Refused here; the feed logs it as not shown.
+        if not all(math.isfinite(v) for v in (a.confidence, a.onset_time, a.detected_time, a.published_at)):
+            raise ValueError(f"alarm for {a.stream_id!r} has a number that is not finite")
         self.counts["alarm"] += 1
         bed = self._bed(a.stream_id, source, now)
         bed.alarm_t = a.detected_time  # not a max: after a clock step back, alarm times follow the new clock
